@@ -1,0 +1,107 @@
+"""deltaflow: the ML lifecycle on Spark and Delta Lake, with MLflow's API.
+
+Port MLflow code by changing the import::
+
+    import deltaflow as mlflow
+
+    with mlflow.start_run():
+        mlflow.log_param("lr", 0.01)
+        mlflow.log_metric("loss", 0.3, step=1)
+
+Importing this package is cheap: Spark, Delta and pandas load only when first needed.
+"""
+
+from __future__ import annotations
+
+from deltaflow import errors
+from deltaflow.config import get_tracking_uri, set_tracking_uri
+from deltaflow.entities import Experiment, Metric, Param, Run, RunStatus, RunTag, ViewType
+from deltaflow.tracking.client import DeltaflowClient, MlflowClient
+from deltaflow.tracking.fluent import (
+    ActiveRun,
+    active_run,
+    create_experiment,
+    delete_experiment,
+    delete_run,
+    delete_tag,
+    download_artifacts,
+    end_run,
+    flush,
+    get_artifact_uri,
+    get_experiment,
+    get_experiment_by_name,
+    get_metric_history,
+    get_run,
+    last_active_run,
+    list_artifacts,
+    log_artifact,
+    log_artifacts,
+    log_dict,
+    log_figure,
+    log_input,
+    log_metric,
+    log_metrics,
+    log_param,
+    log_params,
+    log_text,
+    restore_experiment,
+    restore_run,
+    search_experiments,
+    search_runs,
+    set_experiment,
+    set_tag,
+    set_tags,
+    start_run,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "errors",
+    "ActiveRun",
+    "DeltaflowClient",
+    "MlflowClient",
+    "Experiment",
+    "Metric",
+    "Param",
+    "Run",
+    "RunStatus",
+    "RunTag",
+    "ViewType",
+    "active_run",
+    "create_experiment",
+    "delete_experiment",
+    "delete_run",
+    "delete_tag",
+    "download_artifacts",
+    "end_run",
+    "flush",
+    "get_artifact_uri",
+    "get_experiment",
+    "get_experiment_by_name",
+    "get_metric_history",
+    "get_run",
+    "get_tracking_uri",
+    "last_active_run",
+    "list_artifacts",
+    "log_artifact",
+    "log_artifacts",
+    "log_dict",
+    "log_figure",
+    "log_input",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
+    "log_text",
+    "restore_experiment",
+    "restore_run",
+    "search_experiments",
+    "search_runs",
+    "set_experiment",
+    "set_tag",
+    "set_tags",
+    "set_tracking_uri",
+    "start_run",
+]

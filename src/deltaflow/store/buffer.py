@@ -1,0 +1,259 @@
+"""The write path: a bounded in-memory buffer and the background thread that commits it.
+
+Log calls append to per-table column lists under one lock and return; they never wait for Delta.
+The flusher commits everything buffered as one blind append per table per flush, every
+``flush_interval_s`` seconds, every ``flush_rows`` records, on ``flush()``, at ``end_run`` and at
+interpreter exit. Each flush carries ``(writer_id, batch_no)`` as a Delta transaction id, so a retry of
+a commit that in fact landed is skipped rather than duplicated. A failed batch is kept and retried
+with backoff; nothing is dropped. When producers outrun the flusher, ``max_buffered_rows`` blocks them
+until the flusher catches up, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import pyarrow as pa
+
+from deltaflow.errors import StorageError
+from deltaflow.store.engine import Engine
+from deltaflow.store.schema import TABLES
+
+__all__ = ["WriteBuffer"]
+
+_log = logging.getLogger(__name__)
+_TABLE_ORDER = ("experiments", "experiment_tags", "runs", "params", "tags", "inputs", "metrics", "latest_metrics")
+
+
+def _latest_key(value: float, step: int, timestamp: int) -> tuple:
+    # MLflow's "latest" is the max of (step, timestamp, value); NaN sorts above every number so that
+    # the comparison is total (plain float comparison with NaN is always False).
+    return (step, timestamp, (1, 0.0) if math.isnan(value) else (0, value))
+
+
+class _Batch:
+    """Columns per table plus the latest-metric candidates, as swapped out of the buffer."""
+
+    __slots__ = ("columns", "latest", "rows", "number")
+
+    def __init__(self) -> None:
+        self.columns: dict[str, dict[str, list]] = {}
+        self.latest: dict[tuple[str, str], tuple] = {}
+        self.rows = 0
+        self.number = 0
+
+    def column_lists(self, table: str) -> dict[str, list]:
+        cols = self.columns.get(table)
+        if cols is None:
+            cols = {name: [] for name in TABLES[table].schema.names}
+            self.columns[table] = cols
+        return cols
+
+    def tables(self) -> dict[str, pa.Table]:
+        out: dict[str, pa.Table] = {}
+        for table in _TABLE_ORDER:
+            if table == "latest_metrics":
+                if self.latest:
+                    names = TABLES[table].schema.names
+                    data: dict[str, list] = {n: [] for n in names}
+                    for (run_id, key), (exp_id, value, step, ts) in self.latest.items():
+                        for n, v in zip(names, (run_id, exp_id, key, value, step, ts)):
+                            data[n].append(v)
+                    out[table] = pa.table(data, schema=TABLES[table].schema)
+                continue
+            cols = self.columns.get(table)
+            if cols and next(iter(cols.values())):
+                out[table] = pa.table(cols, schema=TABLES[table].schema)
+        return out
+
+
+class WriteBuffer:
+    def __init__(
+        self,
+        engine: Engine,
+        writer_id: str,
+        *,
+        flush_interval_s: float,
+        flush_rows: int,
+        max_buffered_rows: int,
+        on_tick: Optional[Callable[[], None]] = None,
+    ) -> None:
+        self._engine = engine
+        self.writer_id = writer_id
+        self._interval = flush_interval_s
+        self._flush_rows = flush_rows
+        self._max_rows = max_buffered_rows
+        self._on_tick = on_tick  # called by the flusher each wake-up (heartbeats)
+        self._cond = threading.Condition()
+        self._batch = _Batch()
+        self._added = 0  # records ever added
+        self._committed = 0  # records known durable
+        self._flush_requested = False
+        self._stopping = False
+        self._thread: Optional[threading.Thread] = None
+        self._next_batch_no = int(time.time() * 1000)  # monotonic across restarts of a writer id
+        self.last_error: Optional[BaseException] = None
+        self.commits = 0
+        self.commit_seconds = 0.0
+
+    # -- producers --------------------------------------------------------------------------
+    def _wait_for_room(self) -> None:
+        # Called with the lock held: backpressure instead of unbounded memory.
+        self._flush_requested = True
+        self._cond.notify_all()
+        while self._batch.rows >= self._max_rows and not self._stopping:
+            self._cond.wait(0.5)
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="deltaflow-flusher", daemon=True)
+        self._thread.start()
+
+    def add_metric(self, run_id: str, experiment_id: str, key: str, value: float, step: int, ts: int) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._start()
+            batch = self._batch
+            if batch.rows >= self._max_rows:
+                self._wait_for_room()
+                batch = self._batch
+            cols = batch.columns.get("metrics") or batch.column_lists("metrics")
+            cols["run_id"].append(run_id)
+            cols["experiment_id"].append(experiment_id)
+            cols["key"].append(key)
+            cols["value"].append(value)
+            cols["step"].append(step)
+            cols["timestamp"].append(ts)
+            lk = (run_id, key)
+            cand = batch.latest.get(lk)
+            if cand is None or _latest_key(value, step, ts) > _latest_key(cand[1], cand[2], cand[3]):
+                batch.latest[lk] = (experiment_id, value, step, ts)
+            batch.rows += 1
+            self._added += 1
+            if batch.rows >= self._flush_rows:
+                self._cond.notify_all()
+
+    def add_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Buffer whole rows (runs, params, tags, ...); all or nothing under one lock."""
+        if not rows:
+            return
+        names = TABLES[table].schema.names
+        with self._cond:
+            if self._thread is None:
+                self._start()
+            if self._batch.rows >= self._max_rows:
+                self._wait_for_room()
+            cols = self._batch.column_lists(table)
+            for row in rows:
+                for name in names:
+                    cols[name].append(row.get(name))
+            self._batch.rows += len(rows)
+            self._added += len(rows)
+            if self._batch.rows >= self._flush_rows:
+                self._cond.notify_all()
+
+    def add_metrics(self, run_id: str, experiment_id: str, metrics: list[tuple[str, float, int, int]]) -> None:
+        for key, value, ts, step in metrics:
+            self.add_metric(run_id, experiment_id, key, value, step, ts)
+
+    # -- flushing ---------------------------------------------------------------------------
+    def pending_rows(self, table: str, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """Buffered, not yet committed rows of a table matching ``predicate`` (read-your-writes)."""
+        with self._cond:
+            cols = self._batch.columns.get(table)
+            if not cols:
+                return []
+            names = list(cols)
+            return [r for r in (dict(zip(names, vals)) for vals in zip(*cols.values())) if predicate(r)]
+
+    def request_flush(self) -> None:
+        with self._cond:
+            self._flush_requested = True
+            self._cond.notify_all()
+
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Block until everything added before this call is committed."""
+        with self._cond:
+            target = self._added
+            if self._committed >= target:
+                return
+            if self._thread is None:
+                self._start()
+            self._flush_requested = True
+            self._cond.notify_all()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self._committed < target:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise StorageError(
+                        f"flush did not complete within {timeout}s "
+                        f"({target - self._committed} records still pending; last error: {self.last_error})"
+                    )
+                self._cond.wait(min(remaining, 1.0) if remaining is not None else 1.0)
+                if self._thread is not None and not self._thread.is_alive():
+                    raise StorageError(f"the flusher thread died; last error: {self.last_error}")
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        try:
+            self.flush(timeout)
+        finally:
+            with self._cond:
+                self._stopping = True
+                self._cond.notify_all()
+
+    def _run(self) -> None:
+        inflight: Optional[_Batch] = None
+        upto = 0
+        backoff = 0.1
+        while True:
+            with self._cond:
+                if inflight is None:
+                    deadline = time.monotonic() + self._interval
+                    while not (self._flush_requested or self._stopping or self._batch.rows >= self._flush_rows):
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
+                    if self._stopping and self._batch.rows == 0:
+                        return
+                    self._flush_requested = False
+            if self._on_tick is not None and inflight is None:
+                try:
+                    self._on_tick()  # may add heartbeat rows to the current batch
+                except Exception:  # noqa: BLE001 - heartbeats must never stop the flusher
+                    _log.debug("heartbeat tick failed", exc_info=True)
+            with self._cond:
+                if inflight is None:
+                    if self._batch.rows == 0:
+                        self._committed = self._added
+                        self._cond.notify_all()
+                        continue
+                    inflight, self._batch = self._batch, _Batch()
+                    inflight.number = self._next_batch_no
+                    self._next_batch_no += 1
+                    upto = self._added
+                    self._cond.notify_all()  # producers blocked on room may continue
+            try:
+                self._commit(inflight)
+            except Exception as exc:  # noqa: BLE001 - kept and retried; surfaced through flush()
+                self.last_error = exc
+                _log.warning("deltaflow flush failed, will retry: %s", exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.1
+            with self._cond:
+                inflight = None
+                self._committed = upto
+                self.last_error = None
+                self._cond.notify_all()
+
+    def _commit(self, batch: _Batch) -> None:
+        started = time.perf_counter()
+        for table, data in batch.tables().items():
+            self._engine.append(table, data, app_id=self.writer_id, version=batch.number)
+        self.commits += 1
+        self.commit_seconds += time.perf_counter() - started

@@ -1,0 +1,124 @@
+"""The Delta tables of a deltaflow store, declared once with Arrow types.
+
+Every table is append-only event data: writers never update a row in place, so concurrent writers
+only ever make blind appends, which Delta never reports as conflicts. Readers fold events into current
+state (latest-wins by ``(event_time, seq)``; params first-wins because they are immutable). The
+README documents each table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+__all__ = ["TableSpec", "TABLES", "SCHEMA_VERSION", "SCHEMA_VERSION_PROPERTY", "spec"]
+
+SCHEMA_VERSION = 1
+SCHEMA_VERSION_PROPERTY = "deltaflow.schemaVersion"
+
+S, L, D = pa.string(), pa.int64(), pa.float64()
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: pa.Schema
+    # Columns searches filter by; `deltaflow optimize` Z-orders on them.
+    zorder_by: tuple[str, ...] = ()
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+def _schema(*cols: tuple[str, pa.DataType, bool]) -> pa.Schema:
+    return pa.schema([pa.field(n, t, nullable=nullable) for n, t, nullable in cols])
+
+
+_EVENT = (("event_time", L, False), ("seq", L, False))
+
+TABLES: dict[str, TableSpec] = {
+    t.name: t
+    for t in (
+        TableSpec(
+            "experiments",
+            _schema(
+                ("experiment_id", S, False),
+                ("name", S, True),  # set on create and rename events
+                ("artifact_location", S, True),
+                ("lifecycle_stage", S, True),
+                ("creation_time", L, True),
+                *_EVENT,
+            ),
+        ),
+        TableSpec(
+            "experiment_tags",
+            _schema(("experiment_id", S, False), ("key", S, False), ("value", S, True), *_EVENT),
+        ),
+        TableSpec(
+            "runs",
+            _schema(
+                ("run_id", S, False),
+                ("experiment_id", S, False),
+                ("run_name", S, True),
+                ("user_id", S, True),
+                ("status", S, True),
+                ("start_time", L, True),
+                ("end_time", L, True),
+                ("artifact_uri", S, True),
+                ("lifecycle_stage", S, True),
+                ("heartbeat_time", L, True),
+                ("writer_id", S, True),
+                *_EVENT,
+            ),
+            zorder_by=("experiment_id", "run_id"),
+        ),
+        TableSpec(
+            "params",
+            _schema(("run_id", S, False), ("experiment_id", S, False), ("key", S, False),
+                    ("value", S, False), *_EVENT),
+            zorder_by=("experiment_id", "key"),
+        ),
+        TableSpec(
+            "tags",
+            # value NULL marks a deleted tag
+            _schema(("run_id", S, False), ("experiment_id", S, False), ("key", S, False),
+                    ("value", S, True), *_EVENT),
+            zorder_by=("experiment_id", "key"),
+        ),
+        TableSpec(
+            "metrics",
+            _schema(("run_id", S, False), ("experiment_id", S, False), ("key", S, False),
+                    ("value", D, False), ("step", L, False), ("timestamp", L, False)),
+            zorder_by=("run_id", "key"),
+        ),
+        TableSpec(
+            # One candidate per (run, key) per flush; readers keep the max by (step, timestamp,
+            # value), MLflow's definition of a run's latest metric. Keeps search off the history.
+            "latest_metrics",
+            _schema(("run_id", S, False), ("experiment_id", S, False), ("key", S, False),
+                    ("value", D, False), ("step", L, False), ("timestamp", L, False)),
+            zorder_by=("experiment_id", "key"),
+        ),
+        TableSpec(
+            "inputs",
+            _schema(
+                ("run_id", S, False),
+                ("experiment_id", S, False),
+                ("name", S, False),
+                ("digest", S, False),
+                ("source_type", S, False),
+                ("source", S, False),
+                ("dataset_version", L, True),  # the Delta table version read, when known
+                ("schema", S, True),
+                ("profile", S, True),
+                ("context", S, True),
+                ("tags_json", S, True),
+                *_EVENT,
+            ),
+            zorder_by=("experiment_id",),
+        ),
+    )
+}
+
+
+def spec(name: str) -> TableSpec:
+    return TABLES[name]

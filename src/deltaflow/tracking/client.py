@@ -1,0 +1,233 @@
+"""The explicit client: MlflowClient's method names with explicit ids, over the tracking store.
+
+No storage logic lives here: arguments are normalised and passed to the store; artifacts go through
+:mod:`deltaflow.artifacts`. ``synchronous=True`` on a write makes it durable before returning.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import tempfile
+import time
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
+
+from deltaflow.entities import (
+    DatasetInput,
+    Experiment,
+    FileInfo,
+    LifecycleStage,
+    Metric,
+    PagedList,
+    Param,
+    Run,
+    RunInfo,
+    RunStatus,
+    RunTag,
+    ViewType,
+)
+from deltaflow.errors import InvalidArgument, MissingDependency
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deltaflow.store.tracking_store import TrackingStore
+
+SEARCH_MAX_RESULTS = 50_000  # MLflow's page-size ceiling
+
+__all__ = ["DeltaflowClient", "MlflowClient"]
+
+
+class DeltaflowClient:
+    """Explicit-id tracking client (``MlflowClient`` is an alias, for porting)."""
+
+    def __init__(self, tracking_uri: Optional[str] = None, registry_uri: Optional[str] = None) -> None:
+        self._tracking_uri = tracking_uri
+        self._registry_uri = registry_uri
+        self._store_obj: "Optional[TrackingStore]" = None
+
+    @property
+    def _store(self) -> "TrackingStore":
+        if self._store_obj is None:  # lazy: building a client is free, and pyarrow loads on first use
+            from deltaflow.store.factory import get_store
+
+            self._store_obj = get_store(self._tracking_uri)
+        return self._store_obj
+
+    @property
+    def tracking_uri(self) -> str:
+        return self._store.location.uri
+
+    # -- experiments ------------------------------------------------------------------------
+    def create_experiment(self, name: str, artifact_location: Optional[str] = None,
+                          tags: Optional[dict[str, Any]] = None) -> str:
+        return self._store.create_experiment(name, artifact_location, tags)
+
+    def get_experiment(self, experiment_id: str) -> Experiment:
+        return self._store.get_experiment(experiment_id)
+
+    def get_experiment_by_name(self, name: str) -> Optional[Experiment]:
+        return self._store.get_experiment_by_name(name)
+
+    def search_experiments(self, view_type: int = ViewType.ACTIVE_ONLY, max_results: int = SEARCH_MAX_RESULTS,
+                           filter_string: Optional[str] = None, order_by: Optional[Sequence[str]] = None,
+                           page_token: Optional[str] = None) -> PagedList:
+        items, token = self._store.search_experiments(view_type, max_results, filter_string, order_by, page_token)
+        return PagedList(items, token)
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        self._store.delete_experiment(experiment_id)
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        self._store.restore_experiment(experiment_id)
+
+    def rename_experiment(self, experiment_id: str, new_name: str) -> None:
+        self._store.rename_experiment(experiment_id, new_name)
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: Any) -> None:
+        self._store.set_experiment_tag(experiment_id, key, value)
+
+    def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
+        self._store.delete_experiment_tag(experiment_id, key)
+
+    # -- runs -------------------------------------------------------------------------------
+    def create_run(self, experiment_id: str, start_time: Optional[int] = None,
+                   tags: Optional[dict[str, Any]] = None, run_name: Optional[str] = None) -> Run:
+        from deltaflow.tracking._context import resolve_user
+
+        tags = dict(tags or {})
+        user = str(tags.get("mlflow.user") or resolve_user())
+        return self._store.create_run(str(experiment_id), user, start_time, list(tags.items()), run_name)
+
+    def get_run(self, run_id: str) -> Run:
+        return self._store.get_run(run_id)
+
+    def update_run(self, run_id: str, status: Optional[str] = None, name: Optional[str] = None) -> None:
+        self._store.update_run_info(run_id, status=status, run_name=name)
+
+    def set_terminated(self, run_id: str, status: Optional[str] = None, end_time: Optional[int] = None) -> None:
+        status = status or RunStatus.FINISHED
+        if status not in RunStatus.ALL:
+            raise InvalidArgument(f"run status {status!r} is not valid; use one of {', '.join(RunStatus.ALL)}")
+        self._store.update_run_info(run_id, status=status,
+                                    end_time=end_time if end_time is not None else int(time.time() * 1000))
+
+    def delete_run(self, run_id: str) -> None:
+        self._store.set_run_lifecycle(run_id, LifecycleStage.DELETED)
+
+    def restore_run(self, run_id: str) -> None:
+        self._store.set_run_lifecycle(run_id, LifecycleStage.ACTIVE)
+
+    def _maybe_sync(self, synchronous: Optional[bool]) -> None:
+        if synchronous:
+            self._store.flush()
+
+    def log_metric(self, run_id: str, key: str, value: float, timestamp: Optional[int] = None,
+                   step: Optional[int] = None, synchronous: Optional[bool] = None) -> None:
+        self._store.log_metric_fast(run_id, key, value, timestamp, step)
+        if synchronous:
+            self._store.flush()
+
+    def log_param(self, run_id: str, key: str, value: Any, synchronous: Optional[bool] = None) -> Any:
+        self._store.log_batch(run_id, params=[Param(key, value if isinstance(value, str) else str(value))])
+        self._maybe_sync(synchronous)
+        return value
+
+    def set_tag(self, run_id: str, key: str, value: Any, synchronous: Optional[bool] = None) -> None:
+        self._store.set_tag(run_id, key, value)
+        self._maybe_sync(synchronous)
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        self._store.delete_tag(run_id, key)
+
+    def log_batch(self, run_id: str, metrics: Iterable[Metric] = (), params: Iterable[Param] = (),
+                  tags: Iterable[RunTag] = (), synchronous: Optional[bool] = None) -> None:
+        self._store.log_batch(run_id, metrics, params, tags)
+        self._maybe_sync(synchronous)
+
+    def log_inputs(self, run_id: str, datasets: Optional[Sequence[DatasetInput]] = None) -> None:
+        self._store.log_inputs(run_id, list(datasets or []))
+
+    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+        return self._store.get_metric_history(run_id, key)
+
+    def search_runs(self, experiment_ids: Sequence[str], filter_string: str = "",
+                    run_view_type: int = ViewType.ACTIVE_ONLY, max_results: int = 1000,
+                    order_by: Optional[Sequence[str]] = None, page_token: Optional[str] = None) -> PagedList:
+        runs, token = self._store.search_runs(experiment_ids, filter_string, run_view_type, max_results,
+                                              order_by, page_token)
+        return PagedList(runs, token)
+
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Make everything logged so far durable (one Delta commit per table)."""
+        self._store.flush(timeout)
+
+    # -- artifacts --------------------------------------------------------------------------
+    def _artifacts(self, run_id: str):  # noqa: ANN202
+        from deltaflow.artifacts import get_artifact_repository
+
+        return get_artifact_repository(self.get_run(run_id).info.artifact_uri)
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: Optional[str] = None) -> None:
+        if not os.path.isfile(local_path):
+            raise InvalidArgument(f"local_path {local_path!r} is not a file")
+        self._artifacts(run_id).log_artifact(local_path, artifact_path)
+
+    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: Optional[str] = None) -> None:
+        if not os.path.isdir(local_dir):
+            raise InvalidArgument(f"local_dir {local_dir!r} is not a directory")
+        self._artifacts(run_id).log_artifacts(local_dir, artifact_path)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        if not isinstance(text, str):
+            raise InvalidArgument(f"log_text needs a str, got {type(text).__name__}")
+        self._artifacts(run_id).write_bytes(artifact_file, text.encode("utf-8"))
+
+    def log_dict(self, run_id: str, dictionary: Any, artifact_file: str) -> None:
+        ext = posixpath.splitext(artifact_file)[1].lower()
+        if ext in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_dump(dictionary, default_flow_style=False, sort_keys=False)
+        else:
+            data = json.dumps(dictionary, indent=2, default=str)
+        self._artifacts(run_id).write_bytes(artifact_file, data.encode("utf-8"))
+
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str, *, save_kwargs: Optional[dict] = None) -> None:
+        buf = io.BytesIO()
+        module = type(figure).__module__
+        if module.startswith("matplotlib"):
+            fmt = posixpath.splitext(artifact_file)[1].lstrip(".") or "png"
+            figure.savefig(buf, format=fmt, **(save_kwargs or {}))
+        elif module.startswith("plotly"):
+            if artifact_file.endswith(".html"):
+                buf.write(figure.to_html(**(save_kwargs or {})).encode("utf-8"))
+            else:
+                buf.write(figure.to_image(format=posixpath.splitext(artifact_file)[1].lstrip(".") or "png"))
+        else:
+            raise InvalidArgument(
+                f"log_figure supports matplotlib and plotly figures, got {type(figure).__module__}."
+                f"{type(figure).__name__}"
+            )
+        self._artifacts(run_id).write_bytes(artifact_file, buf.getvalue())
+
+    def log_image(self, run_id: str, image: Any, artifact_file: str) -> None:
+        try:
+            from PIL import Image
+        except ImportError as exc:
+            raise MissingDependency("log_image needs Pillow: pip install pillow") from exc
+        buf = io.BytesIO()
+        (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(
+            buf, format=posixpath.splitext(artifact_file)[1].lstrip(".").upper() or "PNG")
+        self._artifacts(run_id).write_bytes(artifact_file, buf.getvalue())
+
+    def list_artifacts(self, run_id: str, path: Optional[str] = None) -> list[FileInfo]:
+        return self._artifacts(run_id).list_artifacts(path)
+
+    def download_artifacts(self, run_id: str, path: str = "", dst_path: Optional[str] = None) -> str:
+        if dst_path is not None:
+            os.makedirs(dst_path, exist_ok=True)
+        return self._artifacts(run_id).download_artifacts(path, dst_path)
+
+
+MlflowClient = DeltaflowClient

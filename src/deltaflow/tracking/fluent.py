@@ -1,0 +1,444 @@
+"""The fluent API (``deltaflow.start_run``, ``deltaflow.log_metric`` ...), MLflow's names and semantics.
+
+The active-run stack is a ``ContextVar`` holding an immutable tuple, so threads and asyncio tasks each
+see their own stack (a new thread starts with none, a task inherits its creator's). Every call goes
+through :class:`DeltaflowClient`; nothing here touches storage.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import sys
+import threading
+import time
+from typing import Any, Optional, Sequence
+
+from deltaflow.config import get_tracking_uri
+from deltaflow.entities import (
+    DatasetInput,
+    Experiment,
+    FileInfo,
+    InputTag,
+    LifecycleStage,
+    Metric,
+    Param,
+    Run,
+    RunStatus,
+    RunTag,
+    ViewType,
+)
+from deltaflow.errors import InvalidArgument, InvalidState
+from deltaflow.tracking.client import DeltaflowClient
+
+__all__ = [
+    "ActiveRun", "start_run", "end_run", "active_run", "last_active_run", "set_experiment",
+    "create_experiment", "get_experiment", "get_experiment_by_name", "search_experiments",
+    "delete_experiment", "restore_experiment", "log_param", "log_params", "log_metric", "log_metrics",
+    "set_tag", "set_tags", "delete_tag", "log_artifact", "log_artifacts", "log_text", "log_dict",
+    "log_figure", "log_input", "get_run", "get_metric_history", "list_artifacts", "download_artifacts",
+    "search_runs", "delete_run", "restore_run", "flush", "get_artifact_uri",
+]
+
+EXPERIMENT_ID_ENVS = ("DELTAFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_ID")
+EXPERIMENT_NAME_ENVS = ("DELTAFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_NAME")
+
+_run_stack: contextvars.ContextVar[tuple["ActiveRun", ...]] = contextvars.ContextVar("deltaflow_runs", default=())
+_last_run_id: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("deltaflow_last_run", default=None)
+# Process-wide: the experiment chosen by set_experiment (as in MLflow) and every run the fluent API
+# started and has not ended, whatever context it lives in, so the exit hook can end them all.
+_active_experiment: dict[str, str] = {}
+_open_runs: dict[str, "ActiveRun"] = {}
+_open_lock = threading.Lock()
+_failed_exit = False
+
+
+def _client() -> DeltaflowClient:
+    return DeltaflowClient(get_tracking_uri())
+
+
+class ActiveRun(Run):
+    """The run returned by ``start_run``; a context manager that ends it (FAILED on an exception)."""
+
+    def __init__(self, run: Run, client: DeltaflowClient) -> None:
+        super().__init__(info=run.info, data=run.data, inputs=run.inputs)
+        object.__setattr__(self, "_client", client)
+
+    def __enter__(self) -> "ActiveRun":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:  # noqa: ANN001
+        if exc_type is None:
+            status = RunStatus.FINISHED
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = RunStatus.KILLED
+        else:
+            status = RunStatus.FAILED
+        _end(self.info.run_id, status)
+        return False  # the user's exception propagates untouched
+
+
+def _experiment_for_new_run(experiment_id: Optional[str], client: DeltaflowClient) -> str:
+    if experiment_id is not None:
+        return str(experiment_id)
+    uri = client.tracking_uri
+    if uri in _active_experiment:
+        return _active_experiment[uri]
+    for env in EXPERIMENT_ID_ENVS:
+        if os.environ.get(env):
+            return os.environ[env]
+    for env in EXPERIMENT_NAME_ENVS:
+        if os.environ.get(env):
+            return set_experiment(os.environ[env]).experiment_id
+    return client._store.default_experiment_id()
+
+
+def start_run(
+    run_id: Optional[str] = None,
+    experiment_id: Optional[str] = None,
+    run_name: Optional[str] = None,
+    nested: bool = False,
+    parent_run_id: Optional[str] = None,
+    tags: Optional[dict[str, Any]] = None,
+    description: Optional[str] = None,
+    log_system_metrics: Optional[bool] = None,
+) -> ActiveRun:
+    """Start a new run, or resume ``run_id``; use as a context manager to end it automatically."""
+    del log_system_metrics  # accepted for MLflow compatibility; not collected yet
+    stack = _run_stack.get()
+    client = _client()
+    if stack and not nested:
+        raise InvalidState(
+            f"run {stack[-1].info.run_id} is already active; end it with end_run() first, or pass "
+            "nested=True to start a child run"
+        )
+    if parent_run_id is None and nested and stack:
+        parent_run_id = stack[-1].info.run_id
+    if run_id is not None:
+        existing = client.get_run(run_id)
+        if existing.info.lifecycle_stage != LifecycleStage.ACTIVE:
+            raise InvalidState(f"run {run_id!r} is deleted; restore it before resuming it")
+        if experiment_id is not None and str(experiment_id) != existing.info.experiment_id:
+            raise InvalidArgument(
+                f"run {run_id!r} belongs to experiment {existing.info.experiment_id!r}, not {experiment_id!r}"
+            )
+        client._store.update_run_info(run_id, status=RunStatus.RUNNING, run_name=run_name)
+        for key, value in (tags or {}).items():
+            client.set_tag(run_id, key, value)
+        if description is not None:
+            client.set_tag(run_id, "mlflow.note.content", description)
+        run = client.get_run(run_id)
+    else:
+        from deltaflow.tracking._context import resolve_context_tags
+
+        all_tags = {**resolve_context_tags(), **(tags or {})}
+        if parent_run_id is not None:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        if description is not None:
+            all_tags["mlflow.note.content"] = description
+        run = client.create_run(_experiment_for_new_run(experiment_id, client), tags=all_tags, run_name=run_name)
+    active = ActiveRun(run, client)
+    _run_stack.set(stack + (active,))
+    with _open_lock:
+        _open_runs[active.info.run_id] = active
+    _ensure_exit_hook()
+    return active
+
+
+def _end(run_id: str, status: str) -> None:
+    stack = _run_stack.get()
+    client = _client()
+    client.set_terminated(run_id, status)
+    _run_stack.set(tuple(r for r in stack if r.info.run_id != run_id))
+    _last_run_id.set(run_id)
+    with _open_lock:
+        _open_runs.pop(run_id, None)
+
+
+def end_run(status: str = RunStatus.FINISHED) -> None:
+    """End the innermost active run of this context (a no-op when there is none)."""
+    stack = _run_stack.get()
+    if stack:
+        _end(stack[-1].info.run_id, status)
+
+
+def active_run() -> Optional[ActiveRun]:
+    stack = _run_stack.get()
+    return stack[-1] if stack else None
+
+
+def last_active_run() -> Optional[Run]:
+    run = active_run()
+    run_id = run.info.run_id if run else _last_run_id.get()
+    return _client().get_run(run_id) if run_id else None
+
+
+def _run_id_or_start() -> str:
+    run = active_run()
+    return run.info.run_id if run else start_run().info.run_id
+
+
+# -- experiments -----------------------------------------------------------------------------
+def set_experiment(experiment_name: Optional[str] = None, experiment_id: Optional[str] = None) -> Experiment:
+    if (experiment_name is None) == (experiment_id is None):
+        raise InvalidArgument("set_experiment needs exactly one of experiment_name or experiment_id")
+    client = _client()
+    if experiment_id is not None:
+        experiment = client.get_experiment(experiment_id)
+    else:
+        experiment = client.get_experiment_by_name(experiment_name)  # type: ignore[arg-type]
+        if experiment is None:
+            from deltaflow.errors import AlreadyExists
+
+            try:
+                client.create_experiment(experiment_name)  # type: ignore[arg-type]
+            except AlreadyExists:  # created by a concurrent process in between
+                pass
+            experiment = client.get_experiment_by_name(experiment_name)  # type: ignore[arg-type]
+    assert experiment is not None  # noqa: S101 - created just above
+    if experiment.lifecycle_stage != LifecycleStage.ACTIVE:
+        raise InvalidState(
+            f"experiment {experiment.name!r} ({experiment.experiment_id}) is deleted; restore it with "
+            "restore_experiment() or choose another name"
+        )
+    _active_experiment[client.tracking_uri] = experiment.experiment_id
+    return experiment
+
+
+def create_experiment(name: str, artifact_location: Optional[str] = None, tags: Optional[dict] = None) -> str:
+    return _client().create_experiment(name, artifact_location, tags)
+
+
+def get_experiment(experiment_id: str) -> Experiment:
+    return _client().get_experiment(experiment_id)
+
+
+def get_experiment_by_name(name: str) -> Optional[Experiment]:
+    return _client().get_experiment_by_name(name)
+
+
+def search_experiments(view_type: int = ViewType.ACTIVE_ONLY, max_results: Optional[int] = None,
+                       filter_string: Optional[str] = None, order_by: Optional[Sequence[str]] = None) -> list[Experiment]:
+    client = _client()
+    out: list[Experiment] = []
+    token = None
+    while True:
+        page = client.search_experiments(view_type, min(max_results or 50_000, 50_000), filter_string, order_by, token)
+        out.extend(page)
+        token = page.token
+        if not token or (max_results is not None and len(out) >= max_results):
+            return out[:max_results] if max_results is not None else out
+
+
+def delete_experiment(experiment_id: str) -> None:
+    _client().delete_experiment(experiment_id)
+
+
+def restore_experiment(experiment_id: str) -> None:
+    _client().restore_experiment(experiment_id)
+
+
+# -- logging ---------------------------------------------------------------------------------
+def log_param(key: str, value: Any, synchronous: Optional[bool] = None) -> Any:
+    return _client().log_param(_run_id_or_start(), key, value, synchronous=synchronous)
+
+
+def log_params(params: dict[str, Any], synchronous: Optional[bool] = None, run_id: Optional[str] = None) -> None:
+    _client().log_batch(run_id or _run_id_or_start(), params=[Param(k, str(v)) for k, v in params.items()],
+                        synchronous=synchronous)
+
+
+def log_metric(key: str, value: float, step: Optional[int] = None, synchronous: Optional[bool] = None,
+               timestamp: Optional[int] = None, run_id: Optional[str] = None) -> None:
+    # The hot path: no client object, no run lookup beyond the context variable.
+    stack = _run_stack.get()
+    rid = run_id or (stack[-1].info.run_id if stack else _run_id_or_start())
+    store = (stack[-1]._client if stack else _client())._store  # type: ignore[attr-defined]
+    store.log_metric_fast(rid, key, value, timestamp, step)
+    if synchronous:
+        store.flush()
+
+
+def log_metrics(metrics: dict[str, float], step: Optional[int] = None, synchronous: Optional[bool] = None,
+                timestamp: Optional[int] = None, run_id: Optional[str] = None) -> None:
+    ts = timestamp if timestamp is not None else int(time.time() * 1000)
+    _client().log_batch(run_id or _run_id_or_start(),
+                        metrics=[Metric(k, v, ts, step or 0) for k, v in metrics.items()], synchronous=synchronous)
+
+
+def set_tag(key: str, value: Any, synchronous: Optional[bool] = None) -> None:
+    _client().set_tag(_run_id_or_start(), key, value, synchronous=synchronous)
+
+
+def set_tags(tags: dict[str, Any], synchronous: Optional[bool] = None) -> None:
+    _client().log_batch(_run_id_or_start(), tags=[RunTag(k, str(v)) for k, v in tags.items()],
+                        synchronous=synchronous)
+
+
+def delete_tag(key: str) -> None:
+    _client().delete_tag(_run_id_or_start(), key)
+
+
+def log_artifact(local_path: str, artifact_path: Optional[str] = None, run_id: Optional[str] = None) -> None:
+    _client().log_artifact(run_id or _run_id_or_start(), local_path, artifact_path)
+
+
+def log_artifacts(local_dir: str, artifact_path: Optional[str] = None, run_id: Optional[str] = None) -> None:
+    _client().log_artifacts(run_id or _run_id_or_start(), local_dir, artifact_path)
+
+
+def log_text(text: str, artifact_file: str, run_id: Optional[str] = None) -> None:
+    _client().log_text(run_id or _run_id_or_start(), text, artifact_file)
+
+
+def log_dict(dictionary: Any, artifact_file: str, run_id: Optional[str] = None) -> None:
+    _client().log_dict(run_id or _run_id_or_start(), dictionary, artifact_file)
+
+
+def log_figure(figure: Any, artifact_file: str, *, save_kwargs: Optional[dict] = None,
+               run_id: Optional[str] = None) -> None:
+    _client().log_figure(run_id or _run_id_or_start(), figure, artifact_file, save_kwargs=save_kwargs)
+
+
+def log_input(dataset: Any, context: Optional[str] = None, tags: Optional[dict[str, str]] = None,
+              run_id: Optional[str] = None) -> None:
+    """Record a dataset input: a Dataset, a Delta table name or path, or a pandas/Spark DataFrame."""
+    from deltaflow.tracking.datasets import to_dataset
+
+    ds = to_dataset(dataset)
+    input_tags = [InputTag(k, str(v)) for k, v in (tags or {}).items()]
+    if context is not None:
+        input_tags.append(InputTag("mlflow.data.context", context))
+    _client().log_inputs(run_id or _run_id_or_start(), [DatasetInput(dataset=ds, tags=input_tags)])
+
+
+def flush(timeout: Optional[float] = None) -> None:
+    """Block until everything logged in this process is committed to Delta."""
+    _client().flush(timeout)
+
+
+# -- reading ---------------------------------------------------------------------------------
+def get_run(run_id: str) -> Run:
+    return _client().get_run(run_id)
+
+
+def get_metric_history(run_id: str, key: str) -> list[Metric]:
+    return _client().get_metric_history(run_id, key)
+
+
+def get_artifact_uri(artifact_path: Optional[str] = None, run_id: Optional[str] = None) -> str:
+    from deltaflow.artifacts import join_uri, validate_artifact_path
+
+    base = _client().get_run(run_id or _run_id_or_start()).info.artifact_uri
+    path = validate_artifact_path(artifact_path)
+    return join_uri(base, path) if path else base
+
+
+def list_artifacts(artifact_path: Optional[str] = None, run_id: Optional[str] = None) -> list[FileInfo]:
+    return _client().list_artifacts(run_id or _run_id_or_start(), artifact_path)
+
+
+def download_artifacts(artifact_uri: Optional[str] = None, run_id: Optional[str] = None,
+                       artifact_path: Optional[str] = None, dst_path: Optional[str] = None) -> str:
+    """MLflow's ``mlflow.artifacts.download_artifacts``: by ``run_id`` (+ path) or by artifact URI."""
+    if artifact_uri is not None:
+        if run_id is not None or artifact_path is not None:
+            raise InvalidArgument("give artifact_uri, or run_id with artifact_path, not both")
+        from deltaflow.artifacts import get_artifact_repository
+
+        if dst_path is not None:
+            os.makedirs(dst_path, exist_ok=True)
+        return get_artifact_repository(artifact_uri).download_artifacts("", dst_path)
+    if run_id is None:
+        raise InvalidArgument("download_artifacts needs artifact_uri or run_id")
+    return _client().download_artifacts(run_id, artifact_path or "", dst_path)
+
+
+def delete_run(run_id: str) -> None:
+    _client().delete_run(run_id)
+
+
+def restore_run(run_id: str) -> None:
+    _client().restore_run(run_id)
+
+
+def search_runs(
+    experiment_ids: Optional[Sequence[str]] = None,
+    filter_string: str = "",
+    run_view_type: int = ViewType.ACTIVE_ONLY,
+    max_results: int = 100_000,
+    order_by: Optional[Sequence[str]] = None,
+    output_format: str = "pandas",
+    search_all_experiments: bool = False,
+    experiment_names: Optional[Sequence[str]] = None,
+) -> Any:
+    """Search runs; ``output_format`` is "pandas" (MLflow's columns), "list" or "spark"."""
+    from deltaflow.tracking._search_output import runs_to_pandas, search_spark
+
+    if output_format not in ("pandas", "list", "spark"):
+        raise InvalidArgument(f"output_format {output_format!r} is not valid; use 'pandas', 'list' or 'spark'")
+    client = _client()
+    ids = [str(e) for e in (experiment_ids or [])]
+    for name in experiment_names or []:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise InvalidArgument(f"no experiment named {name!r}")
+        ids.append(experiment.experiment_id)
+    if not ids:
+        if search_all_experiments:
+            ids = [e.experiment_id for e in search_experiments(view_type=ViewType.ALL)]
+        else:
+            ids = [_experiment_for_new_run(None, client)]
+    if output_format == "spark":
+        return search_spark(client._store, ids, filter_string, run_view_type, order_by, max_results)
+    runs: list[Run] = []
+    token = None
+    while len(runs) < max_results:
+        page = client.search_runs(ids, filter_string, run_view_type, min(max_results - len(runs), 50_000),
+                                  order_by, token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return runs if output_format == "list" else runs_to_pandas(runs)
+
+
+# -- interpreter exit ------------------------------------------------------------------------
+_hook_lock = threading.Lock()
+_hook_done = False
+
+
+def _note_failure(exc_type, exc, tb) -> None:  # noqa: ANN001
+    global _failed_exit
+    _failed_exit = True
+    _previous_excepthook(exc_type, exc, tb)
+
+
+_previous_excepthook = sys.excepthook
+
+
+def _end_open_runs() -> None:
+    status = RunStatus.FAILED if _failed_exit else RunStatus.FINISHED
+    with _open_lock:
+        runs = list(_open_runs.values())
+        _open_runs.clear()
+    for run in runs:
+        try:
+            run._client.set_terminated(run.info.run_id, status)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - exit must go on
+            pass
+
+
+def _ensure_exit_hook() -> None:
+    global _hook_done
+    if _hook_done:
+        return
+    with _hook_lock:
+        if _hook_done:
+            return
+        from deltaflow.store.factory import register_exit_hook
+
+        register_exit_hook(_end_open_runs)
+        if sys.excepthook is _previous_excepthook:
+            sys.excepthook = _note_failure
+        _hook_done = True
