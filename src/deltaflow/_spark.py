@@ -129,6 +129,12 @@ def _build_local_session() -> "SparkSession":
         .config("spark.driver.memory", os.environ.get("DELTAFLOW_DRIVER_MEMORY", "2g"))
         # Delta's own commit retry handles concurrent blind appends; keep its log quiet.
         .config("spark.databricks.delta.retentionDurationCheck.enabled", "true")
+        # Delta replays its log with 50 partitions by default: right for a cluster, pure overhead
+        # for a 2-core local session (it dominated small reads here).
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        .config("spark.sql.adaptive.coalescePartitions.initialPartitionNum", "4")
+        .config("spark.driver.extraJavaOptions", os.environ.get(
+            "DELTAFLOW_DRIVER_JAVA_OPTIONS", "-XX:+UseParallelGC -XX:TieredStopAtLevel=1"))
         .config("spark.sql.warehouse.dir", os.environ.get("DELTAFLOW_WAREHOUSE_DIR", "spark-warehouse"))
     )
     session = builder.getOrCreate()

@@ -3,8 +3,8 @@
 Log calls append to per-table column lists under one lock and return; they never wait for Delta.
 The flusher commits everything buffered as one blind append per table per flush, every
 ``flush_interval_s`` seconds, every ``flush_rows`` records, on ``flush()``, at ``end_run`` and at
-interpreter exit. Each flush carries ``(writer_id, batch_no)`` as a Delta transaction id, so a retry of
-a commit that in fact landed is skipped rather than duplicated. A failed batch is kept and retried
+interpreter exit. Each flush carries ``(writer_id, batch_no)`` as a commit marker, so a retry of a
+commit that in fact landed is skipped rather than duplicated. A failed batch is kept and retried
 with backoff; nothing is dropped. When producers outrun the flusher, ``max_buffered_rows`` blocks them
 until the flusher catches up, so memory stays bounded.
 """
@@ -12,7 +12,6 @@ until the flusher catches up, so memory stays bounded.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -21,6 +20,7 @@ import pyarrow as pa
 
 from deltaflow.errors import StorageError
 from deltaflow.store.engine import Engine
+from deltaflow.store.fold import metric_order
 from deltaflow.store.schema import TABLES
 
 __all__ = ["WriteBuffer"]
@@ -29,10 +29,9 @@ _log = logging.getLogger(__name__)
 _TABLE_ORDER = ("experiments", "experiment_tags", "runs", "params", "tags", "inputs", "metrics", "latest_metrics")
 
 
-def _latest_key(value: float, step: int, timestamp: int) -> tuple:
-    # MLflow's "latest" is the max of (step, timestamp, value); NaN sorts above every number so that
-    # the comparison is total (plain float comparison with NaN is always False).
-    return (step, timestamp, (1, 0.0) if math.isnan(value) else (0, value))
+# MLflow's "latest" is the max of (step, timestamp, value); NaN sorts above every number so that
+# the comparison is total (plain float comparison with NaN is always False).
+_latest_key = metric_order
 
 
 class _Batch:

@@ -1,8 +1,8 @@
 """The one narrow seam between the tracking store and a Delta engine.
 
 Everything the store does to a table goes through :class:`Engine`: blind appends, filtered reads,
-folded views of the event tables, a conflict-checked insert, deletes for purging, maintenance and
-run search. An engine speaks Arrow at this boundary and takes filters as the small neutral
+a conflict-checked insert, deletes for purging, maintenance and run search (which folds the event
+tables inside the engine; point reads fold in Python, ``fold.py``). An engine speaks Arrow at this boundary and takes filters as the small neutral
 :class:`Where` form or the typed search tree; it never receives SQL text. The Spark engine lives in
 ``spark_engine.py``; a second engine implements the same class without touching the layers above.
 """
@@ -93,27 +93,11 @@ class Engine(abc.ABC):
     def delete_where(self, table: str, where: Where) -> int:
         """Delete rows (used only by purging gc); returns rows deleted when known, else -1."""
 
-    # -- folded views -----------------------------------------------------------------------
-    @abc.abstractmethod
-    def runs_state(self, where: Where) -> pa.Table:
-        """Current state of runs (columns RUN_STATE_COLUMNS), one row per run."""
+    def read_many(self, requests: dict[str, tuple[Where, Optional[Sequence[str]]]]) -> dict[str, pa.Table]:
+        """Several filtered reads at once (engines may run them concurrently)."""
+        return {table: self.read(table, where, columns) for table, (where, columns) in requests.items()}
 
-    @abc.abstractmethod
-    def experiments_state(self, where: Where) -> pa.Table:
-        """Current state of experiments (columns EXPERIMENT_STATE_COLUMNS), one row per experiment."""
-
-    @abc.abstractmethod
-    def current_tags(self, table: str, id_column: str, ids: Sequence[str]) -> pa.Table:
-        """Live tags (id, key, value) of the given runs/experiments, latest-wins, deleted removed."""
-
-    @abc.abstractmethod
-    def params_of(self, run_ids: Sequence[str]) -> pa.Table:
-        """(run_id, key, value), first value logged wins."""
-
-    @abc.abstractmethod
-    def latest_metrics(self, run_ids: Sequence[str]) -> pa.Table:
-        """(run_id, key, value, step, timestamp): each run's latest value per key."""
-
+    # -- search -----------------------------------------------------------------------------
     @abc.abstractmethod
     def search_runs(self, query: RunQuery) -> list[str]:
         """Run ids matching the query, ordered, ``query.offset``/``query.limit`` applied."""
@@ -124,7 +108,7 @@ class Engine(abc.ABC):
         ...
 
     @abc.abstractmethod
-    def vacuum(self, table: str, retention_hours: float) -> None:
+    def vacuum(self, table: str, retention_hours: float, force: bool = False) -> None:
         ...
 
     @abc.abstractmethod

@@ -16,6 +16,7 @@ import pyarrow as pa
 from deltaflow.entities import Experiment, LifecycleStage, ViewType
 from deltaflow.errors import AlreadyExists, InvalidArgument, NotFound
 from deltaflow.store.engine import Where
+from deltaflow.store.fold import fold_experiments, fold_runs, fold_tags
 from deltaflow.store.schema import TABLES
 from deltaflow.tracking import _validation as V
 
@@ -71,7 +72,9 @@ class ExperimentsMixin:
         self._experiment_cache.pop(experiment_id, None)
 
     def _experiment_rows(self, where: Where) -> list[dict[str, Any]]:
-        return self.engine.experiments_state(where).to_pylist()
+        """Folded experiments; ``where`` filters the folded state (the table is small)."""
+        state = fold_experiments(self.engine.read("experiments").to_pylist()).values()
+        return [row for row in state if all(_where_match(row, term) for term in where.terms)]
 
     def _to_experiment(self, row: dict[str, Any], tags: dict[str, str]) -> Experiment:
         return Experiment(experiment_id=row["experiment_id"], name=row["name"],
@@ -82,8 +85,9 @@ class ExperimentsMixin:
         ids = [r["experiment_id"] for r in rows]
         tags: dict[str, dict[str, str]] = {i: {} for i in ids}
         if ids:
-            for t in self.engine.current_tags("experiment_tags", "experiment_id", ids).to_pylist():
-                tags[t["experiment_id"]][t["key"]] = t["value"]
+            tag_rows = self.engine.read("experiment_tags", Where.of(experiment_id=ids)).to_pylist()
+            for owner, values in fold_tags(tag_rows, "experiment_id").items():
+                tags[owner] = values
         return [self._to_experiment(r, tags[r["experiment_id"]]) for r in rows]
 
     def get_experiment(self, experiment_id: str) -> Experiment:
@@ -129,7 +133,8 @@ class ExperimentsMixin:
                                     schema=TABLES["experiments"].schema)
         self.engine.append("experiments", data, app_id=f"exp-{uuid.uuid4().hex}", version=1)
         # MLflow deletes/restores the experiment's runs with it.
-        runs = self.engine.runs_state(Where.of(experiment_id=experiment_id)).to_pylist()
+        runs = list(fold_runs(self.engine.read("runs", Where.of(experiment_id=experiment_id),
+                                               ["run_id", "experiment_id", "event_time", "seq"]).to_pylist()).values())
         rows = [{"run_id": r["run_id"], "experiment_id": experiment_id, "lifecycle_stage": stage,
                  "writer_id": self.buffer.writer_id, **self._event()} for r in runs]
         self.buffer.add_rows("runs", rows)
@@ -192,6 +197,15 @@ class ExperimentsMixin:
         page = experiments[offset:offset + max_results]
         token = encode_page_token(offset + max_results) if len(experiments) > offset + max_results else None
         return page, token
+
+
+def _where_match(row: dict[str, Any], term: tuple[str, str, Any]) -> bool:
+    column, op, value = term
+    if op == "=":
+        return row.get(column) == value
+    if op == "in":
+        return row.get(column) in value
+    raise ValueError(f"unsupported Where op {op!r} for experiments")
 
 
 def _attr(experiment: Experiment, entity: str, key: str) -> Any:

@@ -37,6 +37,7 @@ from deltaflow.errors import InvalidArgument, InvalidState, NotFound
 from deltaflow.store.buffer import WriteBuffer
 from deltaflow.store.engine import Engine, RunQuery, Where
 from deltaflow.store.experiments import ExperimentsMixin
+from deltaflow.store.fold import fold_latest_metrics, fold_params, fold_runs, fold_tags
 from deltaflow.tracking import _validation as V
 
 __all__ = ["TrackingStore", "encode_page_token", "decode_page_token", "SEARCH_MAX_RESULTS"]
@@ -177,7 +178,7 @@ class TrackingStore(ExperimentsMixin):
         return meta
 
     def update_run_info(self, run_id: str, status: Optional[str] = None, end_time: Optional[int] = None,
-                        run_name: Optional[str] = None) -> RunInfo:
+                        run_name: Optional[str] = None) -> None:
         meta = self._writable(run_id)
         if status is not None and status not in RunStatus.ALL:
             raise InvalidArgument(f"run status {status!r} is not valid; use one of {', '.join(RunStatus.ALL)}")
@@ -193,7 +194,6 @@ class TrackingStore(ExperimentsMixin):
                 self.buffer.request_flush()  # end_run: commit now, without making the caller wait
             else:
                 self._active.add(run_id)
-        return self.get_run(run_id).info
 
     def set_run_lifecycle(self, run_id: str, stage: str) -> None:
         meta = self._meta(run_id)
@@ -205,8 +205,8 @@ class TrackingStore(ExperimentsMixin):
     def _params_of(self, run_id: str, meta: _RunMeta) -> dict[str, str]:
         if meta.params is None:
             self.flush()
-            table = self.engine.params_of([run_id])
-            meta.params = {r["key"]: r["value"] for r in table.to_pylist()}
+            rows = self.engine.read("params", Where.of(run_id=run_id)).to_pylist()
+            meta.params = fold_params(rows).get(run_id, {})
         return meta.params
 
     def log_batch(self, run_id: str, metrics: Iterable[Any] = (), params: Iterable[Any] = (),
@@ -290,7 +290,8 @@ class TrackingStore(ExperimentsMixin):
     # -- runs: read -------------------------------------------------------------------------
     def _run_state_rows(self, run_ids: Sequence[str]) -> list[dict[str, Any]]:
         self.flush()
-        return self.engine.runs_state(Where.of(run_id=list(run_ids))).to_pylist()
+        rows = self.engine.read("runs", Where.of(run_id=list(run_ids))).to_pylist()
+        return list(fold_runs(rows).values())
 
     def get_run(self, run_id: str) -> Run:
         V.validate_run_id(run_id)
@@ -303,21 +304,17 @@ class TrackingStore(ExperimentsMixin):
         """Whole runs for the given ids, in the given order (missing ids skipped)."""
         if not run_ids:
             return []
-        states = {r["run_id"]: r for r in self._run_state_rows(run_ids)}
-        ids = list(states)
-        metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
-        params: dict[str, dict[str, str]] = {i: {} for i in ids}
-        tags: dict[str, dict[str, str]] = {i: {} for i in ids}
-        inputs: dict[str, list[DatasetInput]] = {i: [] for i in ids}
-        for r in self.engine.latest_metrics(ids).to_pylist():
-            metrics[r["run_id"]][r["key"]] = r["value"]
-        for r in self.engine.params_of(ids).to_pylist():
-            params[r["run_id"]][r["key"]] = r["value"]
-        for r in self.engine.current_tags("tags", "run_id", ids).to_pylist():
-            tags[r["run_id"]][r["key"]] = r["value"]
+        self.flush()
+        where = Where.of(run_id=list(run_ids))
+        raw = self.engine.read_many({t: (where, None) for t in
+                                     ("runs", "latest_metrics", "params", "tags", "inputs")})
+        states = fold_runs(raw["runs"].to_pylist())
+        metrics = fold_latest_metrics(raw["latest_metrics"].to_pylist())
+        params = fold_params(raw["params"].to_pylist())
+        tags = fold_tags(raw["tags"].to_pylist(), "run_id")
+        inputs: dict[str, list[DatasetInput]] = {}
         seen: set[tuple] = set()
-        for r in sorted(self.engine.read("inputs", Where.of(run_id=ids)).to_pylist(),
-                        key=lambda r: (r["event_time"], r["seq"])):
+        for r in sorted(raw["inputs"].to_pylist(), key=lambda r: (r["event_time"], r["seq"])):
             identity = (r["run_id"], r["name"], r["digest"], r["context"])
             if identity in seen:
                 continue
@@ -325,7 +322,7 @@ class TrackingStore(ExperimentsMixin):
             in_tags = [InputTag(k, v) for k, v in json.loads(r["tags_json"] or "{}").items()]
             ds = Dataset(name=r["name"], digest=r["digest"], source_type=r["source_type"], source=r["source"],
                          schema=r["schema"], profile=r["profile"])
-            inputs[r["run_id"]].append(DatasetInput(dataset=ds, tags=in_tags))
+            inputs.setdefault(r["run_id"], []).append(DatasetInput(dataset=ds, tags=in_tags))
         out = []
         for run_id in run_ids:
             s = states.get(run_id)
@@ -336,8 +333,9 @@ class TrackingStore(ExperimentsMixin):
                            start_time=s["start_time"], end_time=s["end_time"], artifact_uri=s["artifact_uri"] or "",
                            lifecycle_stage=s["lifecycle_stage"] or LifecycleStage.ACTIVE,
                            last_heartbeat_time=s["heartbeat_time"])
-            out.append(Run(info=info, data=RunData(metrics=metrics[run_id], params=params[run_id], tags=tags[run_id]),
-                           inputs=RunInputs(inputs[run_id])))
+            run_metrics = {k: v["value"] for k, v in metrics.get(run_id, {}).items()}
+            data = RunData(metrics=run_metrics, params=params.get(run_id, {}), tags=tags.get(run_id, {}))
+            out.append(Run(info=info, data=data, inputs=RunInputs(inputs.get(run_id, []))))
         return out
 
     def get_metric_history(self, run_id: str, key: str, max_results: Optional[int] = None) -> list[Metric]:
