@@ -7,6 +7,7 @@ import nothing heavy and hold no storage logic.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -32,9 +33,23 @@ __all__ = [
 ]
 
 # How long a RUNNING run may go without a heartbeat before readers call it dead. The writer
-# heartbeats every HEARTBEAT_INTERVAL_S while a run is active, so three missed beats is a dead
-# process rather than a slow flush.
+# heartbeats every heartbeat_interval_s() while a run is active, so three missed beats is a dead
+# process rather than a slow flush. DELTAFLOW_HEARTBEAT_INTERVAL_S tunes it (readers and writers
+# should agree).
 HEARTBEAT_INTERVAL_S = 30.0
+
+
+def heartbeat_interval_s() -> float:
+    try:
+        return float(os.environ.get("DELTAFLOW_HEARTBEAT_INTERVAL_S") or HEARTBEAT_INTERVAL_S)
+    except ValueError:
+        return HEARTBEAT_INTERVAL_S
+
+
+def heartbeat_timeout_s() -> float:
+    return 3 * heartbeat_interval_s()
+
+
 HEARTBEAT_TIMEOUT_S = 3 * HEARTBEAT_INTERVAL_S
 
 
@@ -150,7 +165,7 @@ class RunInfo:
         if self.status != RunStatus.RUNNING:
             return False
         last = self.last_heartbeat_time or self.start_time
-        return (time.time() * 1000 - last) <= HEARTBEAT_TIMEOUT_S * 1000
+        return (time.time() * 1000 - last) <= heartbeat_timeout_s() * 1000
 
 
 @dataclass(frozen=True)

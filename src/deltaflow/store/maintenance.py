@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from deltaflow.entities import HEARTBEAT_TIMEOUT_S, LifecycleStage, RunStatus
+from deltaflow.entities import LifecycleStage, RunStatus, heartbeat_timeout_s
 from deltaflow.errors import InvalidArgument
 from deltaflow.store.engine import Where
 from deltaflow.store.fold import fold_experiments, fold_runs
@@ -108,8 +108,9 @@ def gc(store: Any, older_than_ms: Optional[int] = None, run_ids: Optional[Sequen
     return report
 
 
-def mark_dead_runs(store: Any, timeout_s: float = HEARTBEAT_TIMEOUT_S, dry_run: bool = False) -> list[str]:
+def mark_dead_runs(store: Any, timeout_s: Optional[float] = None, dry_run: bool = False) -> list[str]:
     """End RUNNING runs whose writer stopped heartbeating as KILLED (end_time = last heartbeat)."""
+    timeout_s = heartbeat_timeout_s() if timeout_s is None else timeout_s
     store.flush()
     rows = store.engine.read("runs").to_pylist()
     now = int(time.time() * 1000)

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from deltaflow.config import StoreLocation, settings
 from deltaflow.entities import (
-    HEARTBEAT_INTERVAL_S,
+    heartbeat_interval_s,
     Dataset,
     DatasetInput,
     InputTag,
@@ -107,7 +107,7 @@ class TrackingStore(ExperimentsMixin):
         self.buffer.close(timeout if timeout is not None else settings.exit_flush_timeout_s)
 
     def _heartbeat_tick(self) -> None:
-        if not self._active or time.monotonic() - self._last_heartbeat < HEARTBEAT_INTERVAL_S:
+        if not self._active or time.monotonic() - self._last_heartbeat < heartbeat_interval_s():
             return
         self._last_heartbeat = time.monotonic()
         now = _now_ms()

@@ -1,0 +1,45 @@
+"""Shared test fixtures: one real local SparkSession with Delta for the whole run, and a fresh
+store folder per test. No mocks of our own storage anywhere."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# The store's background flusher commits every few seconds; tests flush explicitly where they
+# need durability, and a short interval keeps end_run-to-visible tests quick.
+os.environ.setdefault("DELTAFLOW_FLUSH_INTERVAL_S", "1.0")
+os.environ.setdefault("DELTAFLOW_SHUFFLE_PARTITIONS", "2")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from deltaflow._spark import get_spark
+
+    session = get_spark()
+    yield session
+
+
+@pytest.fixture()
+def store_uri(tmp_path, spark):
+    """A fresh path-based store, set as the tracking URI; active runs are ended afterwards."""
+    import deltaflow
+    from deltaflow.tracking import fluent
+
+    uri = str(tmp_path / "store")
+    deltaflow.set_tracking_uri(uri)
+    fluent._active_experiment.clear()
+    yield uri
+    while deltaflow.active_run() is not None:
+        deltaflow.end_run()
+    deltaflow.flush()
+    deltaflow.set_tracking_uri(None)
+    fluent._active_experiment.clear()
+
+
+@pytest.fixture()
+def client(store_uri):
+    from deltaflow import DeltaflowClient
+
+    return DeltaflowClient(store_uri)

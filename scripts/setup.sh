@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up a development environment from nothing but Python 3.10+, Java 17 and the package
+# registries: a virtualenv at .venv, deltaflow installed editable with its extras, and the Delta
+# JARs fetched from Maven Central into ~/.cache/deltaflow/jars (so later runs work offline).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+EXTRAS="${DELTAFLOW_EXTRAS:-spark,dev,bench}"
+
+if ! command -v java >/dev/null 2>&1 && [ -z "${JAVA_HOME:-}" ]; then
+  echo "setup: Java 17 is required for Spark (install a JDK 17 or set JAVA_HOME)" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+# Skip the (slow) resolver when nothing changed since the last successful install.
+stamp=".venv/.deltaflow-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)-$EXTRAS"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+  echo "$want" > "$stamp"
+fi
+.venv/bin/deltaflow doctor --fetch-jars --no-spark-check
