@@ -4,6 +4,7 @@ store folder per test. No mocks of our own storage anywhere."""
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -11,6 +12,8 @@ import pytest
 # need durability, and a short interval keeps end_run-to-visible tests quick.
 os.environ.setdefault("DELTAFLOW_FLUSH_INTERVAL_S", "1.0")
 os.environ.setdefault("DELTAFLOW_SHUFFLE_PARTITIONS", "2")
+# Managed (metastore) tables of the test session live in a throwaway warehouse, not the repo.
+os.environ.setdefault("DELTAFLOW_WAREHOUSE_DIR", tempfile.mkdtemp(prefix="deltaflow-warehouse-"))
 
 
 @pytest.fixture(scope="session")

@@ -115,7 +115,7 @@ def cli(ctx: click.Context, tracking_uri: Optional[str]) -> None:
 
 # -- doctor ----------------------------------------------------------------------------------
 def _java() -> tuple[Optional[str], Optional[str]]:
-    """(java binary, version string) honouring JAVA_HOME as Spark's launcher does; (None, why) if missing."""
+    """(java binary, version) honouring JAVA_HOME as Spark's launcher does; (None, None) when missing."""
     import shutil
     import subprocess
 
@@ -286,26 +286,25 @@ def experiments_create(ctx: click.Context, name: str, artifact_location: Optiona
     click.echo(f"Created experiment {name!r} with id {experiment_id}")
 
 
-@experiments.command("delete")
-@click.argument("experiment_id")
-@click.pass_context
-def experiments_delete(ctx: click.Context, experiment_id: str) -> None:
-    """Mark an experiment and its runs deleted (``gc`` purges them)."""
-    store = _store(ctx)
-    store.delete_experiment(experiment_id)
-    store.flush()
-    click.echo(f"Deleted experiment {experiment_id}")
+def _lifecycle_command(group: click.Group, kind: str, verb: str, doc: str) -> None:
+    """Register ``<group> delete|restore ID`` for experiments or runs."""
+
+    @group.command(verb, help=doc)
+    @click.argument(f"{kind}_id", metavar=f"{kind.upper()}_ID")
+    @click.pass_context
+    def command(ctx: click.Context, **kwargs: str) -> None:
+        store, object_id = _store(ctx), kwargs[f"{kind}_id"]
+        stage = "deleted" if verb == "delete" else "active"
+        if kind == "experiment":
+            (store.delete_experiment if verb == "delete" else store.restore_experiment)(object_id)
+        else:
+            store.set_run_lifecycle(object_id, stage)
+        store.flush()
+        click.echo(f"{verb.capitalize()}d {kind} {object_id}")
 
 
-@experiments.command("restore")
-@click.argument("experiment_id")
-@click.pass_context
-def experiments_restore(ctx: click.Context, experiment_id: str) -> None:
-    """Restore a deleted experiment and its runs."""
-    store = _store(ctx)
-    store.restore_experiment(experiment_id)
-    store.flush()
-    click.echo(f"Restored experiment {experiment_id}")
+_lifecycle_command(experiments, "experiment", "delete", "Mark an experiment and its runs deleted (gc purges them).")
+_lifecycle_command(experiments, "experiment", "restore", "Restore a deleted experiment and its runs.")
 
 
 # -- runs ------------------------------------------------------------------------------------
@@ -366,26 +365,8 @@ def runs_describe(ctx: click.Context, run_id: str, output: str) -> None:
         click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
 
 
-@runs.command("delete")
-@click.argument("run_id")
-@click.pass_context
-def runs_delete(ctx: click.Context, run_id: str) -> None:
-    """Mark a run deleted (``gc`` purges it)."""
-    store = _store(ctx)
-    store.set_run_lifecycle(run_id, "deleted")
-    store.flush()
-    click.echo(f"Deleted run {run_id}")
-
-
-@runs.command("restore")
-@click.argument("run_id")
-@click.pass_context
-def runs_restore(ctx: click.Context, run_id: str) -> None:
-    """Restore a deleted run."""
-    store = _store(ctx)
-    store.set_run_lifecycle(run_id, "active")
-    store.flush()
-    click.echo(f"Restored run {run_id}")
+_lifecycle_command(runs, "run", "delete", "Mark a run deleted (gc purges it).")
+_lifecycle_command(runs, "run", "restore", "Restore a deleted run.")
 
 
 # -- maintenance -----------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -14,17 +13,6 @@ from deltaflow.errors import InvalidArgument, NotFound
 from deltaflow.tracking import _context as ctx
 
 pytestmark = pytest.mark.spark
-
-_CONFTESTS = [Path(__file__).resolve().parents[i] / "conftest.py" for i in (1, 2)]
-_HAS_SHARED_SPARK = any(c.exists() and re.search(r"def spark\(", c.read_text()) for c in _CONFTESTS)
-if not _HAS_SHARED_SPARK:  # tests/conftest.py or ./conftest.py will provide it once it exists
-
-    @pytest.fixture(scope="session")
-    def spark():
-        from deltaflow._spark import get_spark
-
-        return get_spark()
-
 
 @pytest.fixture
 def src_tree(tmp_path: Path) -> Path:

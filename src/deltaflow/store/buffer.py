@@ -26,6 +26,7 @@ from deltaflow.store.schema import TABLES
 __all__ = ["WriteBuffer"]
 
 _log = logging.getLogger(__name__)
+_FAILURES_BEFORE_RAISE = 3
 _TABLE_ORDER = ("experiments", "experiment_tags", "runs", "params", "tags", "inputs", "metrics", "latest_metrics")
 
 
@@ -96,6 +97,7 @@ class WriteBuffer:
         self._thread: Optional[threading.Thread] = None
         self._next_batch_no = int(time.time() * 1000)  # monotonic across restarts of a writer id
         self.last_error: Optional[BaseException] = None
+        self._failures = 0  # consecutive failed commit attempts
         self.commits = 0
         self.commit_seconds = 0.0
 
@@ -155,8 +157,34 @@ class WriteBuffer:
                 self._cond.notify_all()
 
     def add_metrics(self, run_id: str, experiment_id: str, metrics: list[tuple[str, float, int, int]]) -> None:
-        for key, value, ts, step in metrics:
-            self.add_metric(run_id, experiment_id, key, value, step, ts)
+        """A validated batch of (key, value, timestamp, step) under one lock acquisition."""
+        if not metrics:
+            return
+        with self._cond:
+            if self._thread is None:
+                self._start()
+            if self._batch.rows + len(metrics) > self._max_rows and self._batch.rows > 0:
+                self._wait_for_room()
+            batch = self._batch
+            cols = batch.columns.get("metrics") or batch.column_lists("metrics")
+            n = len(metrics)
+            cols["run_id"].extend([run_id] * n)
+            cols["experiment_id"].extend([experiment_id] * n)
+            keys, values, stamps, steps = zip(*metrics)
+            cols["key"].extend(keys)
+            cols["value"].extend(values)
+            cols["timestamp"].extend(stamps)
+            cols["step"].extend(steps)
+            latest = batch.latest
+            for key, value, ts, step in metrics:
+                lk = (run_id, key)
+                cand = latest.get(lk)
+                if cand is None or _latest_key(value, step, ts) > _latest_key(cand[1], cand[2], cand[3]):
+                    latest[lk] = (experiment_id, value, step, ts)
+            batch.rows += n
+            self._added += n
+            if batch.rows >= self._flush_rows:
+                self._cond.notify_all()
 
     # -- flushing ---------------------------------------------------------------------------
     def pending_rows(self, table: str, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
@@ -192,6 +220,13 @@ class WriteBuffer:
                         f"({target - self._committed} records still pending; last error: {self.last_error})"
                     )
                 self._cond.wait(min(remaining, 1.0) if remaining is not None else 1.0)
+                if self._failures >= _FAILURES_BEFORE_RAISE:
+                    # The data stays buffered and the flusher keeps retrying; the caller learns now
+                    # instead of hanging on a store that cannot be written.
+                    raise StorageError(
+                        f"cannot commit to the store ({self._failures} attempts failed; "
+                        f"{target - self._committed} records kept in memory and retried): {self.last_error}"
+                    ) from self.last_error
                 if self._thread is not None and not self._thread.is_alive():
                     raise StorageError(f"the flusher thread died; last error: {self.last_error}")
 
@@ -239,6 +274,9 @@ class WriteBuffer:
                 self._commit(inflight)
             except Exception as exc:  # noqa: BLE001 - kept and retried; surfaced through flush()
                 self.last_error = exc
+                with self._cond:
+                    self._failures += 1
+                    self._cond.notify_all()
                 _log.warning("deltaflow flush failed, will retry: %s", exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -248,6 +286,7 @@ class WriteBuffer:
                 inflight = None
                 self._committed = upto
                 self.last_error = None
+                self._failures = 0
                 self._cond.notify_all()
 
     def _commit(self, batch: _Batch) -> None:

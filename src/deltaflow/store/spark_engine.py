@@ -172,11 +172,13 @@ class SparkEngine(Engine):
         def attempt() -> None:
             df, staged = self._to_spark(table, data)  # type: ignore[misc]
             try:
-                writer = df.write.format("delta").mode("append").option("userMetadata", marker)
                 if self._is_path():
-                    writer.save(self.location.table_path(table))
+                    (df.write.format("delta").mode("append").option("userMetadata", marker)
+                     .save(self.location.table_path(table)))
                 else:
-                    writer.saveAsTable(self.location.table_name(table))
+                    # DataFrameWriterV2 goes through the DeltaCatalog; saveAsTable's V1 path
+                    # mis-reads managed Delta tables' schema in a non-Hive session catalog.
+                    df.writeTo(self.location.table_name(table)).option("userMetadata", marker).append()
             except Exception:
                 if self._committed(table, marker):
                     return

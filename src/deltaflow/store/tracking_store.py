@@ -236,8 +236,7 @@ class TrackingStore(ExperimentsMixin):
                     existing.update(new)
         if tags:
             self._add_tags(run_id, meta.experiment_id, tags)
-        for key, value, ts, step in metrics:
-            self.buffer.add_metric(run_id, meta.experiment_id, key, value, step, ts)
+        self.buffer.add_metrics(run_id, meta.experiment_id, metrics)
 
     def log_metric_fast(self, run_id: str, key: str, value: Any, timestamp: Optional[int], step: Optional[int]) -> None:
         """The hot path of ``log_metric``: validation, one dict lookup, one buffered append."""
