@@ -24,7 +24,7 @@ __all__ = ["ExperimentsMixin", "DEFAULT_EXPERIMENT_ID", "DEFAULT_EXPERIMENT_NAME
 
 DEFAULT_EXPERIMENT_ID = "0"
 DEFAULT_EXPERIMENT_NAME = "Default"
-_CACHE_TTL_S = 10.0  # run creation checks the experiment; a stale 'active' for 10 s is acceptable
+_CACHE_TTL_S = 60.0  # run creation checks the experiment; a stale 'active' for a minute is acceptable
 
 
 def _new_experiment_id() -> str:

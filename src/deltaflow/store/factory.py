@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 from typing import Optional
 
@@ -16,6 +17,9 @@ __all__ = ["get_store", "make_engine", "close_all_stores", "register_exit_hook"]
 
 _log = logging.getLogger(__name__)
 _stores: dict[tuple[str, str], TrackingStore] = {}
+# Fluent calls resolve the store on every call; remember the raw (uri, artifact_root) too so the
+# hot path skips path normalisation.
+_by_raw: dict[tuple, TrackingStore] = {}
 _lock = threading.Lock()
 _exit_hooks: list = []
 _hook_installed = False
@@ -33,6 +37,11 @@ def make_engine(location: StoreLocation, engine: Optional[str] = None) -> Engine
 
 
 def get_store(uri: Optional[str] = None, artifact_root: Optional[str] = None) -> TrackingStore:
+    raw_key = (uri, artifact_root, os.getcwd() if uri is None or not os.path.isabs(uri) else "")
+    if uri is not None:
+        store = _by_raw.get(raw_key)
+        if store is not None:
+            return store
     location = resolve_location(uri, artifact_root)
     key = (location.uri, location.artifact_root)
     store = _stores.get(key)
@@ -43,6 +52,8 @@ def get_store(uri: Optional[str] = None, artifact_root: Optional[str] = None) ->
                 store = TrackingStore(location, make_engine(location))
                 _stores[key] = store
                 _install_hook()
+    if uri is not None:
+        _by_raw[raw_key] = store
     return store
 
 

@@ -58,6 +58,14 @@ def is_conflict(exc: BaseException) -> bool:
     return any(marker in text for marker in _CONFLICT_MARKERS)
 
 
+def _drop_staged(path: Optional[str]) -> None:
+    if path:
+        try:
+            os.remove(path)
+        except OSError:  # already gone; a leftover temp file is harmless
+            pass
+
+
 def _ddl_schema(schema: pa.Schema) -> str:
     return ", ".join(f"`{f.name}` {_DDL[f.type]}" for f in schema)
 
@@ -143,7 +151,8 @@ class SparkEngine(Engine):
             builder = builder.property(key, value)
         builder.execute()
 
-    def _to_spark(self, table: str, data: pa.Table) -> "DataFrame":
+    def _to_spark(self, table: str, data: pa.Table) -> "tuple[DataFrame, Optional[str]]":
+        """The rows as a Spark DataFrame, plus the staged file to remove after the write (if any)."""
         schema = TABLES[table].schema
         data = data.select(schema.names).cast(schema)
         if self.spark.sparkContext.master.startswith("local"):
@@ -156,10 +165,10 @@ class SparkEngine(Engine):
                 self._stage_dir = tempfile.mkdtemp(prefix="deltaflow-stage-")
             path = os.path.join(self._stage_dir, f"{uuid.uuid4().hex}.parquet")
             pq.write_table(data, path)
-            return self.spark.read.schema(_ddl_schema(schema)).parquet(path), path  # type: ignore[return-value]
+            return self.spark.read.schema(_ddl_schema(schema)).parquet(path), path
         return self.spark.createDataFrame(
             [tuple(r.values()) for r in data.to_pylist()], _ddl_schema(schema)
-        ), None  # type: ignore[return-value]
+        ), None
 
     def append(self, table: str, data: pa.Table, *, app_id: str, version: int) -> None:
         self.ensure_tables([TABLES[table]])
@@ -170,7 +179,7 @@ class SparkEngine(Engine):
         marker = f"deltaflow:{app_id}:{version}"
 
         def attempt() -> None:
-            df, staged = self._to_spark(table, data)  # type: ignore[misc]
+            df, staged = self._to_spark(table, data)
             try:
                 if self._is_path():
                     (df.write.format("delta").mode("append").option("userMetadata", marker)
@@ -184,11 +193,7 @@ class SparkEngine(Engine):
                     return
                 raise
             finally:
-                if staged:
-                    try:
-                        os.remove(staged)
-                    except OSError:
-                        pass
+                _drop_staged(staged)
 
         if self._committed_before_retry.pop((table, marker), False) and self._committed(table, marker):
             return
@@ -221,7 +226,7 @@ class SparkEngine(Engine):
         def attempt() -> bool:
             # The existence check and the insert are one MERGE, so Delta's conflict detection makes
             # them atomic: a concurrent insert of the same key makes our commit fail and retry.
-            source, staged = self._to_spark(table, data)  # type: ignore[misc]
+            source, staged = self._to_spark(table, data)
             try:
                 condition = None
                 for key in key_columns:
@@ -230,11 +235,7 @@ class SparkEngine(Engine):
                 (self._delta_table(table).alias("t").merge(source.alias("s"), condition)
                  .whenNotMatchedInsertAll().execute())
             finally:
-                if staged:
-                    try:
-                        os.remove(staged)
-                    except OSError:
-                        pass
+                _drop_staged(staged)
             return True
 
         retry_conflicts(attempt, is_conflict=is_conflict, attempts=30, what=f"inserting into {table}")
