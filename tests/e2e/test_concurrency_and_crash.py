@@ -29,7 +29,7 @@ def test_four_processes_write_the_same_store(tmp_path, spark):
     import deltaflow
     from deltaflow import DeltaflowClient
 
-    DeltaflowClient(store)._store.default_experiment_id()  # the shared experiment, created once
+    # No tables exist yet: the four workers race to create every table and the Default experiment.
     procs = [subprocess.Popen([sys.executable, str(WORKERS / "concurrent_writer.py"), store, str(i), "5000"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
              for i in range(4)]

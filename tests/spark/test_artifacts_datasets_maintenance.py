@@ -219,3 +219,17 @@ def test_unwritable_store_raises_instead_of_hanging(spark, tmp_path):
         store.flush(timeout=300)
     assert time.monotonic() - started < 120
     assert store.buffer._added == 1 and store.buffer._committed == 0
+
+
+def test_auto_compaction_bounds_small_files(client, spark):
+    """Without anyone running optimize, many small commits do not pile up as many small files."""
+    spark.conf.set("spark.databricks.delta.autoCompact.minNumFiles", "4")
+    try:
+        rid = client.create_run("0").info.run_id
+        for i in range(10):
+            client.log_metric(rid, "m", float(i), step=i, synchronous=True)
+        files = client._store.engine.file_count("metrics")
+    finally:
+        spark.conf.unset("spark.databricks.delta.autoCompact.minNumFiles")
+    assert files < 6, f"{files} files after 10 commits: auto-compaction did not run"
+    assert [m.step for m in client.get_metric_history(rid, "m")] == list(range(10))

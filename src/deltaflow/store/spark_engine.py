@@ -58,6 +58,17 @@ def is_conflict(exc: BaseException) -> bool:
     return any(marker in text for marker in _CONFLICT_MARKERS)
 
 
+# Several processes creating the same path table at once: a loser may see the directory before the
+# winner's first commit (table not found / location not empty) or lose the commit itself.
+_CREATION_RACE_MARKERS = ("DELTA_TABLE_NOT_FOUND", "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION",
+                          "TABLE_OR_VIEW_ALREADY_EXISTS", "DELTA_TABLE_ALREADY_EXISTS")
+
+
+def _is_creation_race(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return is_conflict(exc) or any(marker in text for marker in _CREATION_RACE_MARKERS)
+
+
 def _drop_staged(path: Optional[str]) -> None:
     if path:
         try:
@@ -124,8 +135,8 @@ class SparkEngine(Engine):
                 if table_spec.name in self._ready:
                     continue
                 if not self._exists(table_spec.name):
-                    retry_conflicts(lambda s=table_spec: self._create(s), is_conflict=is_conflict,
-                                    attempts=10, what=f"creating table {table_spec.name}")
+                    retry_conflicts(lambda s=table_spec: self._create(s), is_conflict=_is_creation_race,
+                                    attempts=15, what=f"creating table {table_spec.name}")
                 self._ready.add(table_spec.name)
 
     def _create(self, table_spec: TableSpec) -> None:

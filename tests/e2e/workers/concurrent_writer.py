@@ -11,6 +11,7 @@ from deltaflow import DeltaflowClient, Metric
 
 store, index, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 client = DeltaflowClient(store)
+assert client._store.default_experiment_id() == "0"  # created by whichever worker wins, once
 statuses = ["FINISHED", "FAILED", "KILLED", "FINISHED", "RUNNING"]
 runs = {}
 per_run = total // len(statuses)
