@@ -263,3 +263,66 @@ def timed_repeat(fn: Callable[[], Any], warmups: int = 1, repeats: int = 3) -> t
         result = fn()
         times.append(time.perf_counter() - start)
     return median(times), times, result
+
+
+def thread_stacks() -> str:
+    """Every Python thread's stack, for diagnosing a hang."""
+    import traceback
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for ident, frame in sys._current_frames().items():
+        out.append(f"--- thread {names.get(ident, ident)}")
+        out.extend(line.rstrip() for line in traceback.format_stack(frame))
+    return "\n".join(out)
+
+
+class Watchdog:
+    """Calls ``on_stall(what, stacks)`` once when armed and ``beat()`` has not been called for ``stall_s``."""
+
+    def __init__(self, stall_s: float, on_stall: Callable[[str, str], None]) -> None:
+        self.stall_s = stall_s
+        self._on_stall = on_stall
+        self._what: Optional[str] = None
+        self._last = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="bench-watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self, what: str) -> None:
+        self._last = time.monotonic()
+        self._what = what
+
+    def beat(self) -> None:
+        self._last = time.monotonic()
+
+    def disarm(self) -> None:
+        self._what = None
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(5)
+            what = self._what
+            if what is not None and time.monotonic() - self._last > self.stall_s:
+                self._what = None
+                self._on_stall(what, thread_stacks())
+
+
+def machine_load() -> dict[str, Any]:
+    """Load average and other JVM/Python processes on the machine (not ours): they skew the timings."""
+    info: dict[str, Any] = {"loadavg": os.getloadavg()}
+    try:
+        import psutil
+
+        me = psutil.Process()
+        ours = {me.pid} | {c.pid for c in me.children(recursive=True)}
+        foreign = []
+        for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+            if proc.info["pid"] in ours:
+                continue
+            name = proc.info["name"] or ""
+            if name.startswith(("java", "python")):
+                foreign.append(" ".join(proc.info["cmdline"] or [name])[:120])
+        info["foreign_java_python"] = foreign
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    return info

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 import traceback
@@ -34,10 +35,13 @@ from _common import (  # noqa: E402
     fmt_ms,
     fmt_rate,
     fmt_s,
+    Watchdog,
     log,
+    machine_load,
     median,
     render_table,
     run_python,
+    thread_stacks,
     timed_repeat,
     verdict,
 )
@@ -385,8 +389,12 @@ def row_runs(res: Results, sizes: dict, dfh: DeltaflowHarness, mlh: Optional[Mlf
 
 
 # -- search ---------------------------------------------------------------------------------------
+WATCHDOG: Optional[Watchdog] = None  # set by main(): aborts the benchmark if a load stops making progress
+
+
 def load_runs(client: Any, exp_id: str, n: int, metric_cls: Callable, param_cls: Callable, label: str,
-              flush: Optional[Callable[[], None]] = None, flush_every: int = 0, seed: int = 7) -> dict[str, Any]:
+              flush: Optional[Callable[[], None]] = None, flush_every: int = 0, seed: int = 7,
+              budget_s: Optional[float] = None) -> dict[str, Any]:
     """n runs: create_run + one log_batch (5 metrics x 100 steps + 5 params) + set_terminated."""
     rng = random.Random(seed)
     ts0 = int(time.time() * 1000)
@@ -394,6 +402,9 @@ def load_runs(client: Any, exp_id: str, n: int, metric_cls: Callable, param_cls:
     best_m1 = float("-inf")
     start = time.perf_counter()
     last_report = start
+    loaded = 0
+    if WATCHDOG is not None:
+        WATCHDOG.arm(f"loading runs ({label})")
     for i in range(n):
         run_id = client.create_run(exp_id, run_name=f"r{i}").info.run_id
         metrics = [metric_cls(f"m{k}", rng.random(), ts0 + s, s)
@@ -406,9 +417,15 @@ def load_runs(client: Any, exp_id: str, n: int, metric_cls: Callable, param_cls:
         if metrics[STEPS_PER_METRIC - 1].value > 0.5 and p0 == "a":
             expected += 1
         best_m1 = max(best_m1, metrics[2 * STEPS_PER_METRIC - 1].value)
-        if flush is not None and flush_every and (i + 1) % flush_every == 0:
+        loaded = i + 1
+        if WATCHDOG is not None:
+            WATCHDOG.beat()
+        if flush is not None and flush_every and loaded % flush_every == 0:
             flush()
         now = time.perf_counter()
+        if budget_s is not None and now - start > budget_s:
+            log(f"{label}: load budget of {budget_s:.0f}s used up after {loaded:,} runs; stopping the load")
+            break
         if now - last_report > 30:
             last_report = now
             log(f"{label}: {i + 1:,}/{n:,} runs loaded, {(i + 1) / (now - start):,.0f} runs/s")
@@ -416,8 +433,10 @@ def load_runs(client: Any, exp_id: str, n: int, metric_cls: Callable, param_cls:
     if flush is not None:
         flush()
     total = time.perf_counter() - start
-    log(f"{label}: {n:,} runs loaded in {total:.1f}s (producer loop {produced:.1f}s)")
-    return {"runs": n, "load_s": total, "producer_s": produced, "expected_filter_matches": expected,
+    if WATCHDOG is not None:
+        WATCHDOG.disarm()
+    log(f"{label}: {loaded:,} runs loaded in {total:.1f}s (producer loop {produced:.1f}s)")
+    return {"runs": loaded, "asked": n, "load_s": total, "producer_s": produced, "expected_filter_matches": expected,
             "expected_top_m1": best_m1}
 
 
@@ -452,72 +471,91 @@ def _fmt_minutes(seconds: float) -> str:
 
 def row_search(res: Results, sizes: dict, dfh: DeltaflowHarness, mlh: Optional[MlflowHarness], args: Any,
                do_small: bool, do_large: bool, do_files: bool) -> None:
+    """deltaflow first (small, then large + files), MLflow's slow small load last; its cells filled in after."""
     df = dfh.df
     reps = sizes["search_repeats"]
     small, large = sizes["search_small"], sizes["search_large"]
-    ml_small_load = None
+    budget = args.max_load_minutes * 60 if args.max_load_minutes else None
+    small_rows: list[Row] = []
+    large_rows: list[Row] = []
     if do_small:
         uri, exp_id, client = dfh.fresh(f"search{small}")
         loaded = load_runs(client, exp_id, small, df.Metric, df.Param, f"deltaflow {small:,}",
                            flush=client.flush, flush_every=args.load_flush_every)
         d = search_queries(client.search_runs, exp_id, reps, loaded)
-        d["load"] = loaded
         log(f"deltaflow search @{small}: {d}")
         dfh.dirs.remove(uri)
-        m = None
-        if mlh is not None:
-            from mlflow.entities import Metric as MlMetric, Param as MlParam
+        small_rows = [
+            res.add(Row("search", f"load {small:,} runs (each 5 params + 5x100 metric points, log_batch)",
+                        deltaflow=fmt_s(loaded["load_s"]), raw={"deltaflow": loaded})),
+            res.add(Row("search", f"search @{small:,} runs: {FILTER} (top 100)",
+                        deltaflow=fmt_s(d["filter_s"]) + _check(d, "filter_correct"), raw={"deltaflow": d},
+                        note=f"median of {reps} after 1 warm-up; {loaded['expected_filter_matches']:,} of "
+                             f"{small:,} runs match")),
+            res.add(Row("search", f"search @{small:,} runs: order_by metrics.m1 DESC (top 100)",
+                        deltaflow=fmt_s(d["order_s"]) + _check(d, "order_correct"))),
+        ]
 
-            _u, ml_exp, mclient = mlh.fresh(f"search{small}")
-            ml_loaded = load_runs(mclient, ml_exp, small, MlMetric, MlParam, f"mlflow {small:,}")
-            ml_small_load = ml_loaded["load_s"]
-            m = search_queries(lambda *a, **k: list(mclient.search_runs(*a, **k)), ml_exp, reps, ml_loaded)
-            m["load"] = ml_loaded
-            log(f"mlflow search @{small}: {m}")
-        res.add(Row("search", f"load {small:,} runs (each 5 params + 5x100 metric points, log_batch)",
-                    deltaflow=fmt_s(d["load"]["load_s"]), mlflow=fmt_s(ml_small_load),
-                    raw={"deltaflow": d["load"], "mlflow": None if m is None else m["load"]}))
-        res.add(Row("search", f"search @{small:,} runs: {FILTER} (top 100)",
-                    deltaflow=fmt_s(d["filter_s"]) + _check(d, "filter_correct"),
-                    mlflow=NA if m is None else fmt_s(m["filter_s"]) + _check(m, "filter_correct"),
-                    raw={"deltaflow": d, "mlflow": m},
-                    note=f"median of {reps} after 1 warm-up; expected matches deltaflow "
-                         f"{d['load']['expected_filter_matches']:,} of {small:,}"))
-        res.add(Row("search", f"search @{small:,} runs: order_by metrics.m1 DESC (top 100)",
-                    deltaflow=fmt_s(d["order_s"]) + _check(d, "order_correct"),
-                    mlflow=NA if m is None else fmt_s(m["order_s"]) + _check(m, "order_correct")))
+    if do_large or do_files:
+        uri, exp_id, client = dfh.fresh(f"search{large}")
+        loaded = load_runs(client, exp_id, large, df.Metric, df.Param, f"deltaflow {large:,}",
+                           flush=client.flush, flush_every=args.load_flush_every, budget_s=budget)
+        n = loaded["runs"]
+        partial = n < large
+        buf = client._store.buffer
+        loaded["flusher_commits"] = buf.commits
+        loaded["flusher_commit_seconds"] = buf.commit_seconds
+        loaded["store_bytes"] = dir_size_bytes(uri)
+        label = f"{n:,}" + (f" (load stopped at the {args.max_load_minutes}-min budget; {large:,} asked)"
+                            if partial else "")
+        large_rows.append(res.add(Row(
+            "search", f"load {label} runs ({n * 500:,} metric points)",
+            deltaflow=fmt_s(loaded["load_s"]) + (" (partial)" if partial else ""), mlflow="n/a (not run)",
+            raw={"deltaflow": loaded},
+            note=f"deltaflow flusher: {buf.commits} flushes, {buf.commit_seconds:.0f}s committing; "
+                 f"store on disk {fmt_bytes(loaded['store_bytes'])}; "
+                 f"{n / loaded['load_s']:,.0f} runs/s, {n * 500 / loaded['load_s']:,.0f} metric points/s")))
 
-    if not (do_large or do_files):
-        return
-    uri, exp_id, client = dfh.fresh(f"search{large}")
-    loaded = load_runs(client, exp_id, large, df.Metric, df.Param, f"deltaflow {large:,}",
-                       flush=client.flush, flush_every=args.load_flush_every)
-    buf = client._store.buffer
-    loaded["flusher_commits"] = buf.commits
-    loaded["flusher_commit_seconds"] = buf.commit_seconds
-    loaded["store_bytes"] = dir_size_bytes(uri)
-    if ml_small_load:
-        est = _fmt_minutes(ml_small_load * large / small)
-        ml_note, ml_short = MLFLOW_EST_NOTE.format(est, f"{small:,}"), f"n/a (≈{est} to load)"
-    else:
-        ml_note = ml_short = "n/a (not run)"
-    res.add(Row("search", f"load {large:,} runs ({large * 500:,} metric points)",
-                deltaflow=fmt_s(loaded["load_s"]), mlflow=ml_note, raw={"deltaflow": loaded},
-                note=f"deltaflow flusher: {buf.commits} flushes, {buf.commit_seconds:.0f}s committing; "
-                     f"store on disk {fmt_bytes(loaded['store_bytes'])}"))
-    if do_large:
-        d = search_queries(client.search_runs, exp_id, reps, loaded)
-        log(f"deltaflow search @{large}: {d}")
-        res.add(Row("search", f"search @{large:,} runs: {FILTER} (top 100)",
-                    deltaflow=fmt_s(d["filter_s"]) + _check(d, "filter_correct"), mlflow=ml_short,
-                    target=T_SEARCH[2], met=met(d["filter_s"], T_SEARCH) if d["filter_correct"] else "not met",
-                    raw={"deltaflow": d}))
-        res.add(Row("search", f"search @{large:,} runs: order_by metrics.m1 DESC (top 100)",
-                    deltaflow=fmt_s(d["order_s"]) + _check(d, "order_correct"), mlflow=ml_short,
-                    target=T_SEARCH[2], met=met(d["order_s"], T_SEARCH) if d["order_correct"] else "not met"))
-    if do_files:
-        row_files(res, dfh, client, exp_id, reps, loaded, large, do_large)
-    dfh.dirs.remove(uri)
+        def judged(seconds: float, correct: bool) -> str:
+            verdict_ = met(seconds, T_SEARCH) if correct else "not met"
+            if partial and verdict_ == "yes":
+                return f"n/a (only {n:,} runs)"
+            return verdict_ + (f" (at {n:,})" if partial else "")
+
+        if do_large:
+            d = search_queries(client.search_runs, exp_id, reps, loaded)
+            log(f"deltaflow search @{n}: {d}")
+            large_rows.append(res.add(Row(
+                "search", f"search @{n:,} runs: {FILTER} (top 100)",
+                deltaflow=fmt_s(d["filter_s"]) + _check(d, "filter_correct"), mlflow="n/a (not run)",
+                target=T_SEARCH[2] + " @100k", met=judged(d["filter_s"], d["filter_correct"]), raw={"deltaflow": d})))
+            large_rows.append(res.add(Row(
+                "search", f"search @{n:,} runs: order_by metrics.m1 DESC (top 100)",
+                deltaflow=fmt_s(d["order_s"]) + _check(d, "order_correct"), mlflow="n/a (not run)",
+                target=T_SEARCH[2] + " @100k", met=judged(d["order_s"], d["order_correct"]))))
+        if do_files:
+            row_files(res, dfh, client, exp_id, reps, loaded, n, do_large)
+        dfh.dirs.remove(uri)
+
+    if do_small and mlh is not None:
+        from mlflow.entities import Metric as MlMetric, Param as MlParam
+
+        _u, ml_exp, mclient = mlh.fresh(f"search{small}")
+        ml_loaded = load_runs(mclient, ml_exp, small, MlMetric, MlParam, f"mlflow {small:,}")
+        m = search_queries(lambda *a, **k: list(mclient.search_runs(*a, **k)), ml_exp, reps, ml_loaded)
+        log(f"mlflow search @{small}: {m}")
+        small_rows[0].mlflow = fmt_s(ml_loaded["load_s"])
+        small_rows[0].raw["mlflow"] = ml_loaded
+        small_rows[1].mlflow = fmt_s(m["filter_s"]) + _check(m, "filter_correct")
+        small_rows[1].raw["mlflow"] = m
+        small_rows[2].mlflow = fmt_s(m["order_s"]) + _check(m, "order_correct")
+        if large_rows:
+            n_large = large_rows[0].raw["deltaflow"]["runs"]
+            est = _fmt_minutes(ml_loaded["load_s"] * n_large / small)
+            large_rows[0].mlflow = MLFLOW_EST_NOTE.format(est, f"{small:,}")
+            for row in large_rows[1:]:
+                row.mlflow = f"n/a (≈{est} to load)"
+        res.save()
 
 
 def _file_counts(store: Any) -> dict[str, int]:
@@ -558,22 +596,38 @@ def row_files(res: Results, dfh: DeltaflowHarness, client: Any, exp_id: str, rep
     if search_again:
         d = search_queries(client.search_runs, exp_id, reps, loaded)
         log(f"deltaflow search after optimize: {d}")
+        partial = loaded["runs"] < loaded.get("asked", loaded["runs"])
+
+        def judged(seconds: float, correct: bool) -> str:
+            verdict_ = met(seconds, T_SEARCH) if correct else "not met"
+            if partial and verdict_ == "yes":
+                return f"n/a (only {n_runs:,} runs)"
+            return verdict_
+
         res.add(Row("files", f"search @{n_runs:,} after optimize: filter (top 100)",
                     deltaflow=fmt_s(d["filter_s"]) + _check(d, "filter_correct"),
-                    target=T_SEARCH[2], met=met(d["filter_s"], T_SEARCH), raw={"deltaflow": d}))
+                    target=T_SEARCH[2] + " @100k", met=judged(d["filter_s"], d["filter_correct"]),
+                    raw={"deltaflow": d}))
         res.add(Row("files", f"search @{n_runs:,} after optimize: order_by (top 100)",
                     deltaflow=fmt_s(d["order_s"]) + _check(d, "order_correct"),
-                    target=T_SEARCH[2], met=met(d["order_s"], T_SEARCH)))
+                    target=T_SEARCH[2] + " @100k", met=judged(d["order_s"], d["order_correct"])))
 
 
 # -- memory ---------------------------------------------------------------------------------------
-def child_memory(points: int, uri: str) -> None:
+def child_memory(points: int, uri: str, stall_minutes: float) -> None:
     """Runs in a fresh interpreter: log ``points`` metric points with a log_metric loop, report RSS."""
     import resource
 
     sampler = RssSampler(0.05)
     import deltaflow as df
 
+    progress = [0]
+
+    def on_stall(what: str, stacks: str) -> None:
+        print(json.dumps({"stalled": what, "points_logged": progress[0], "stacks": stacks}), flush=True)
+        os._exit(3)
+
+    watchdog = Watchdog(stall_minutes * 60, on_stall)
     with sampler:
         start = time.perf_counter()
         df.set_tracking_uri(uri)
@@ -581,11 +635,16 @@ def child_memory(points: int, uri: str) -> None:
         setup_s = time.perf_counter() - start
         with df.start_run(experiment_id=exp.experiment_id):
             t0 = time.perf_counter()
+            watchdog.arm("logging metric points")
             for i in range(points):
                 df.log_metric("loss", i * 1e-7, step=i)
+                if not i & 0xFFF:
+                    progress[0] = i
+                    watchdog.beat()
             loop_s = time.perf_counter() - t0
             df.flush()
             total_s = time.perf_counter() - t0
+            watchdog.disarm()
     print(json.dumps({
         "points": points, "method": "deltaflow.log_metric loop (one key, step=i)",
         "start_rss": sampler.start_self, "peak_rss": sampler.peak_self,
@@ -594,23 +653,35 @@ def child_memory(points: int, uri: str) -> None:
         "peak_total_delta": sampler.peak_total - sampler.start_self - sampler.start_children,
         "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "samples": sampler.samples, "setup_s": setup_s, "loop_s": loop_s, "total_s": total_s,
+        "heartbeat_interval_s": os.environ.get("DELTAFLOW_HEARTBEAT_INTERVAL_S"),
     }))
 
 
-def row_memory(res: Results, sizes: dict, dirs: TempDirs) -> None:
+def row_memory(res: Results, sizes: dict, dirs: TempDirs, args: Any) -> None:
     points = sizes["memory_points"]
     uri = dirs.new("df-memory")
-    proc = run_python([os.path.abspath(__file__), "--child-memory", str(points), "--child-uri", uri],
-                      timeout=3 * 3600)
+    env = dict(os.environ)
+    if not args.memory_heartbeats:
+        # With heartbeats on, a log_metric loop that fills the buffer can deadlock the flusher (see
+        # README); a heartbeat interval of a day means none is due while this child runs.
+        env["DELTAFLOW_HEARTBEAT_INTERVAL_S"] = "86400"
+    proc = run_python([os.path.abspath(__file__), "--child-memory", str(points), "--child-uri", uri,
+                       "--stall-minutes", str(args.stall_minutes)], env=env, timeout=3 * 3600)
     dirs.remove(uri)
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "{}"
+    out = json.loads(last) if last.startswith("{") else {}
+    if "stalled" in out:
+        res.meta["memory_stall_stacks"] = out["stacks"]
+        raise RuntimeError(f"memory child hung after {out['points_logged']:,} points while {out['stalled']} "
+                           "(stacks in meta.memory_stall_stacks)")
     if proc.returncode != 0:
         raise RuntimeError(f"memory child failed ({proc.returncode}): {proc.stderr[-3000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
     log(f"memory child: {out}")
     res.add(Row("memory", f"peak RSS - start RSS, {points:,} points via log_metric (fresh process)",
                 deltaflow=fmt_bytes(out["peak_rss_delta"]), mlflow=NA, target=T_MEMORY[2],
                 met=met(out["peak_rss_delta"], T_MEMORY), raw=out,
-                note=f"Python process only, sampled every 50 ms; logging took {fmt_s(out['total_s'])} "
+                note=f"Python process only, sampled every 50 ms; heartbeat interval "
+                     f"{out.get('heartbeat_interval_s') or 'default (30 s)'}; logging took {fmt_s(out['total_s'])} "
                      f"(loop {fmt_s(out['loop_s'])}); MLflow not run ({points:,} synchronous log_metric "
                      "calls would take hours)."))
     res.add(Row("memory", "  same, incl. the Spark JVM child process",
@@ -645,16 +716,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--skip-mlflow", action="store_true")
     parser.add_argument("--size", action="append", default=[], metavar="KEY=N",
                         help="override a size, e.g. --size search_large=20000")
-    parser.add_argument("--load-flush-every", type=int, default=0,
-                        help="call flush() every N runs while loading (default: rely on the background flusher)")
+    parser.add_argument("--load-flush-every", type=int, default=1000,
+                        help="call flush() every N runs while loading (default 1000 = 500k metric rows; 0: rely "
+                             "on the background flusher alone, which can deadlock, see README)")
+    parser.add_argument("--stall-minutes", type=float, default=10.0,
+                        help="abort (keeping the results so far) if a load makes no progress for this long")
+    parser.add_argument("--max-load-minutes", type=float, default=None,
+                        help="stop the large deltaflow load after this long and search what was loaded "
+                             "(the rows then say so); default: no limit")
     parser.add_argument("--workdir", help="base folder for temp stores (default: system temp)")
     parser.add_argument("--keep", action="store_true", help="keep the temp stores")
+    parser.add_argument("--memory-heartbeats", action="store_true",
+                        help="row 8 with the default heartbeat interval (can deadlock, see README)")
     parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-uri", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child_memory:
-        child_memory(args.child_memory, args.child_uri)
+        child_memory(args.child_memory, args.child_uri, args.stall_minutes)
         return 0
 
     mode = "quick" if args.quick else "full"
@@ -683,14 +762,41 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     res = Results(mode, sys.argv[1:] if argv is None else argv, sizes)
     res.meta["load_flush_every"] = args.load_flush_every
+    res.meta["max_load_minutes"] = args.max_load_minutes
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for key, cmd in (("git_head", ["git", "-C", repo, "rev-parse", "HEAD"]),
+                     ("git_status_src", ["git", "-C", repo, "status", "--short", "src"])):
+        try:
+            res.meta[key] = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+        except Exception as exc:  # noqa: BLE001 - informational only
+            res.meta[key] = f"unavailable: {exc}"
     log(f"mode={mode} rows={sorted(only)} mlflow={'off' if args.skip_mlflow else 'on'} -> {res.path}")
+
+    def on_stall(what: str, stacks: str) -> None:
+        msg = f"no progress for {args.stall_minutes:g} min while {what}; aborting"
+        log(msg + "\n" + stacks)
+        res.error("stall", msg)
+        res.meta["stall_stacks"] = stacks
+        res.add(Row("stall", f"STALLED: {what}", deltaflow="hung", met="error",
+                    note=msg + " (thread stacks in the JSON, meta.stall_stacks)"))
+        res.meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        res.save()
+        print_table(res, mode)
+        sys.stdout.flush()
+        dirs.cleanup()
+        os._exit(3)
+
+    global WATCHDOG
+    WATCHDOG = Watchdog(args.stall_minutes * 60, on_stall)
 
     def attempt(key: str, fn: Callable[[], None]) -> None:
         log(f"== {key}")
+        res.meta.setdefault("machine_load", {})[key] = {"before": machine_load()}
         try:
             with Stopwatch() as sw:
                 fn()
             res.meta.setdefault("row_seconds", {})[key] = sw.seconds
+            res.meta["machine_load"][key]["after"] = machine_load()
             res.save()
         except Exception as exc:  # noqa: BLE001 - one failing row must not lose the others
             traceback.print_exc()
@@ -702,7 +808,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if "import" in only:
             attempt("import", lambda: row_import(res, sizes, args.skip_mlflow))
         if "memory" in only:  # before this process starts its own JVM
-            attempt("memory", lambda: row_memory(res, sizes, dirs))
+            attempt("memory", lambda: row_memory(res, sizes, dirs, args))
         in_process = only & {"log_metric", "batch", "visibility", "runs", "search-small", "search-large", "files"}
         if in_process:
             dfh = DeltaflowHarness(dirs)
@@ -729,6 +835,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         res.save()
         dirs.cleanup()
 
+    print_table(res, mode)
+    return 1 if res.meta["errors"] else 0
+
+
+def print_table(res: Results, mode: str) -> None:
     order = {k: i for i, k in enumerate(("import", "log_metric", "batch", "visibility", "runs", "search",
                                          "files", "memory", "cold_start"))}
     rows = sorted(res.rows, key=lambda r: order.get(r.key, 99))  # stable: keeps order within a group
@@ -736,8 +847,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"deltaflow vs MLflow (sqlite) — {mode} mode — {time.strftime('%Y-%m-%d %H:%M')}, "
           f"{os.cpu_count()} CPUs; 'met?' judges the deltaflow column")
     print(render_table(rows))
+    foreign = sorted({p for v in res.meta.get("machine_load", {}).values() for ph in v.values()
+                      for p in ph.get("foreign_java_python", [])})
+    if foreign:
+        print(f"\nwarning: {len(foreign)} other java/python processes were seen during the run (timings may be "
+              "skewed); see meta.machine_load in the JSON")
     print(f"\nresults: {res.path}")
-    return 1 if res.meta["errors"] else 0
 
 
 if __name__ == "__main__":

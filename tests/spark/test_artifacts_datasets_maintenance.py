@@ -168,8 +168,12 @@ def test_metastore_store(spark, tmp_path):
 
 
 def test_bounded_buffer_slows_a_fast_producer(spark, tmp_path, monkeypatch):
-    """With room for 2,000 rows, 20,000 metrics still all land, and the producer had to wait."""
+    """With room for 2,000 rows, 20,000 metrics still all land, and the producer had to wait.
+
+    Heartbeats fall due constantly (the flusher adds rows while the buffer is full), which once
+    deadlocked the flusher against its own back-pressure."""
     monkeypatch.setenv("DELTAFLOW_MAX_BUFFERED_ROWS", "2000")
+    monkeypatch.setenv("DELTAFLOW_HEARTBEAT_INTERVAL_S", "0.001")
     monkeypatch.setenv("DELTAFLOW_FLUSH_ROWS", "1000")
     from deltaflow.config import resolve_location
     from deltaflow.store.factory import make_engine

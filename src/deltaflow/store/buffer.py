@@ -104,6 +104,10 @@ class WriteBuffer:
     # -- producers --------------------------------------------------------------------------
     def _wait_for_room(self) -> None:
         # Called with the lock held: backpressure instead of unbounded memory.
+        if threading.current_thread() is self._thread:
+            # The flusher itself adds a few rows (heartbeats) and is the only one who can make
+            # room: waiting here would deadlock it and every producer with it.
+            return
         self._flush_requested = True
         self._cond.notify_all()
         while self._batch.rows >= self._max_rows and not self._stopping:
