@@ -24,9 +24,22 @@ def spark():
     yield session
 
 
+ENGINES = ("spark", "rust")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request, monkeypatch):
+    """Each store test runs once per engine; DELTAFLOW_ENGINE makes every store the test opens use it."""
+    if request.param == "spark":
+        request.getfixturevalue("spark")
+    monkeypatch.setenv("DELTAFLOW_ENGINE", request.param)
+    return request.param
+
+
 @pytest.fixture()
-def store_uri(tmp_path, spark):
-    """A fresh path-based store, set as the tracking URI; active runs are ended afterwards."""
+def store_uri(tmp_path, engine):
+    """A fresh path-based store on the test's engine, set as the tracking URI; active runs are ended
+    afterwards."""
     import deltaflow
     from deltaflow.tracking import fluent
 

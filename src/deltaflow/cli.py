@@ -154,6 +154,25 @@ def _maven_reachable() -> bool:
         return False
 
 
+def _rust_check() -> str:
+    import shutil
+    import tempfile
+
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    started = time.monotonic()
+    folder = tempfile.mkdtemp(prefix="deltaflow-doctor-")
+    try:
+        write_deltalake(os.path.join(folder, "t"), pa.table({"id": [0, 1, 2]}))
+        count = DeltaTable(os.path.join(folder, "t")).to_pyarrow_table().num_rows
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if count != 3:
+        raise RuntimeError(f"wrote 3 rows but read back {count}")
+    return f"ok (delta-rs: wrote and read a Delta table in {(time.monotonic() - started) * 1000:.0f} ms)"
+
+
 def _delta_check() -> str:
     import shutil
     import tempfile
@@ -192,47 +211,72 @@ def doctor(ctx: click.Context, fetch_jars: bool, no_spark_check: bool) -> None:
     java, java_version = _java()
     if java is None:
         show("java", "not found" + (f" (JAVA_HOME={os.environ['JAVA_HOME']})" if os.environ.get("JAVA_HOME") else ""))
-        problems.append("Java 17 not found: install it or set JAVA_HOME")
     else:
         show("java", f"{java_version} ({java})")
-    versions = {name: _dist_version(name) for name in ("pyspark", "delta-spark")}
-    for name, version in versions.items():
-        show(name, version or "not installed")
-    if None in versions.values():
-        problems.append("pyspark/delta-spark not installed: pip install 'deltaflow[spark]'")
-    if fetch_jars:
-        try:
-            fetch_delta_jars(quiet=False)
-        except DeltaflowError as exc:
-            problems.append(f"could not fetch the Delta JARs: {exc.message}")
-    missing = [p for p in delta_jars() if not p.exists()]
-    if not missing:
-        show("delta jars", f"cached in {jars_dir()}")
-    elif _maven_reachable():
-        show("delta jars", f"not cached in {jars_dir()} (downloaded on first use)")
-    else:
-        show("delta jars", f"not cached in {jars_dir()}")
-        problems.append(f"Delta JARs not cached in {jars_dir()} and Maven Central is unreachable: "
-                        "run `deltaflow doctor --fetch-jars` once while online")
     try:
         location = resolve_location(ctx.obj.get("tracking_uri"))
     except DeltaflowError as exc:
+        location = None
         problems.append(f"tracking URI is not valid: {exc.message}")
-    else:
+    deltalake_version = _dist_version("deltalake")
+    show("deltalake", deltalake_version or "not installed")
+    if deltalake_version is None:
+        problems.append("deltalake (the rust engine) is not installed: pip install --force-reinstall deltaflow")
+    versions = {name: _dist_version(name) for name in ("pyspark", "delta-spark")}
+    spark_installed = None not in versions.values()
+    for name, version in versions.items():
+        show(name, version or "not installed (the spark engine: pip install 'deltaflow[spark]')")
+    # Spark is optional: only a store that only Spark can serve makes its absence a problem.
+    needs_spark = False
+    if location is not None:
+        from deltaflow.store.factory import choose_engine
+        from deltaflow.store.rust_engine import supports
+
+        needs_spark = not supports(location)
+        try:
+            show("engine", f"{choose_engine(location)} (DELTAFLOW_ENGINE={os.environ.get('DELTAFLOW_ENGINE') or 'auto'})")
+        except DeltaflowError as exc:
+            problems.append(exc.message)
+    if needs_spark and not spark_installed:
+        problems.append(f"store {location.uri} needs the spark engine: pip install 'deltaflow[spark]'")
+    if spark_installed:
+        if java is None:
+            problems.append("Java 17 not found: install it or set JAVA_HOME (needed by the spark engine)")
+        if fetch_jars:
+            try:
+                fetch_delta_jars(quiet=False)
+            except DeltaflowError as exc:
+                problems.append(f"could not fetch the Delta JARs: {exc.message}")
+        missing = [p for p in delta_jars() if not p.exists()]
+        if not missing:
+            show("delta jars", f"cached in {jars_dir()}")
+        elif _maven_reachable():
+            show("delta jars", f"not cached in {jars_dir()} (downloaded on first use)")
+        else:
+            show("delta jars", f"not cached in {jars_dir()}")
+            problems.append(f"Delta JARs not cached in {jars_dir()} and Maven Central is unreachable: "
+                            "run `deltaflow doctor --fetch-jars` once while online")
+    if location is not None:
         show("tracking uri", location.uri)
         show("store kind", location.kind)
         show("tables", location.table_path("<table>") if location.kind == "path" else location.table_name("<table>"))
         show("artifact root", location.artifact_root)
-    if no_spark_check:
-        show("delta check", "skipped (--no-spark-check)")
+    if deltalake_version is not None:
+        try:
+            show("rust check", _rust_check())
+        except Exception as exc:  # noqa: BLE001 - report, do not crash
+            show("rust check", "FAILED")
+            problems.append(f"delta-rs could not write and read a Delta table: {str(exc)[:300]}")
+    if no_spark_check or not spark_installed:
+        show("spark check", "skipped" + (" (--no-spark-check)" if no_spark_check else " (no pyspark)"))
     elif problems:
-        show("delta check", "skipped (fix the problems above first)")
+        show("spark check", "skipped (fix the problems above first)")
     else:
         try:
-            show("delta check", _delta_check())
+            show("spark check", _delta_check())
         except Exception as exc:  # noqa: BLE001 - report, do not crash
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            show("delta check", "FAILED")
+            show("spark check", "FAILED")
             problems.append(f"Spark could not write and read a Delta table: {first[:300]}")
     for problem in problems:
         click.echo(f"error: {problem}", err=True)

@@ -152,6 +152,9 @@ class Settings:
         "commit_retries": ("DELTAFLOW_COMMIT_RETRIES", 20, int),
         "exit_flush_timeout_s": ("DELTAFLOW_EXIT_FLUSH_TIMEOUT_S", 120.0, float),
         "engine": ("DELTAFLOW_ENGINE", "auto", str),
+        # The rust engine compacts a table once this many files are live (Spark's autoCompact
+        # minNumFiles default); Spark stores use Delta's own auto-compaction.
+        "compact_min_files": ("DELTAFLOW_COMPACT_MIN_FILES", 50, int),
     }
 
     def __getattr__(self, name: str):  # noqa: ANN204 - typed by _SPEC

@@ -15,27 +15,22 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from deltaflow.errors import MissingDependency
 
 __all__ = ["runs_view", "register_views"]
 
 
-def _spark_store(tracking_uri: Optional[str]) -> Any:
+def _spark_engine(tracking_uri: Optional[str]) -> Any:
+    """The store's Spark engine (a rust-engine store gets one over the same tables)."""
     from deltaflow.store.factory import get_store
-    from deltaflow.store.spark_engine import SparkEngine
 
-    store = get_store(tracking_uri)
-    if not isinstance(store.engine, SparkEngine):
-        raise MissingDependency("SQL views need the Spark engine: pip install 'deltaflow[spark]'")
-    store.flush()
-    return store
+    return get_store(tracking_uri).spark_engine()
 
 
 def runs_view(tracking_uri: Optional[str] = None) -> Any:
     """A Spark DataFrame with one row per run: attributes plus metrics/params/tags maps."""
     from deltaflow.store.spark_search import runs_view_df
 
-    return runs_view_df(_spark_store(tracking_uri).engine)
+    return runs_view_df(_spark_engine(tracking_uri))
 
 
 def register_views(tracking_uri: Optional[str] = None, prefix: str = "deltaflow", persistent: bool = False) -> list[str]:
@@ -48,8 +43,7 @@ def register_views(tracking_uri: Optional[str] = None, prefix: str = "deltaflow"
 
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", prefix):
         raise InvalidArgument(f"view prefix {prefix!r} must be a plain identifier (letters, digits, _)")
-    store = _spark_store(tracking_uri)
-    engine = store.engine
+    engine = _spark_engine(tracking_uri)
     names = []
     for table in TABLES:
         engine._df(table).createOrReplaceTempView(f"{prefix}_{table}")
@@ -57,9 +51,9 @@ def register_views(tracking_uri: Optional[str] = None, prefix: str = "deltaflow"
     runs_view_df(engine).createOrReplaceTempView(f"{prefix}_runs")
     names.append(f"{prefix}_runs")
     if persistent:
-        if store.location.kind != "metastore":
+        if engine.location.kind != "metastore":
             raise InvalidArgument("persistent views need a metastore store (metastore:<schema>)")
-        schema = store.location.schema
+        schema = engine.location.schema
         q = lambda t: f"{schema}.`{t}`"  # noqa: E731 - schema validated in config, tables are ours
         engine.spark.sql(
             f"""CREATE OR REPLACE VIEW {q('runs_latest')} AS

@@ -1,8 +1,8 @@
 """The ``deltaflow`` CLI as users run it: real subprocesses, each against its own temporary store.
 
-Every command that touches the store starts its own Spark (15-30 s), so the store-backed commands
-are exercised in one ordered scenario; the fast checks (help, usage and argument errors, doctor
-without Java) never start Spark.
+The store-backed commands are exercised in one ordered scenario, once per engine (on the spark
+engine every command starts its own JVM, 15-30 s); the fast checks (help, usage and argument errors,
+doctor without Java) never start Spark.
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ print(json.dumps(ids))
 """
 
 
-def test_store_commands_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cli_engine", ["rust", "spark"])
+def test_store_commands_end_to_end(tmp_path: Path, cli_engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELTAFLOW_ENGINE", cli_engine)  # every subprocess below inherits it
     # experiments create / list
     out = ok(cli(tmp_path, "experiments", "create", "cli-e2e"))
     match = re.search(r"Created experiment 'cli-e2e' with id (\d+)", out)
@@ -146,7 +148,10 @@ def test_doctor_reports_versions_and_working_delta(tmp_path: Path) -> None:
     assert "delta jars:    cached" in out
     assert f"tracking uri:  {tmp_path / 'store'}" in out
     assert "store kind:    path" in out
-    assert re.search(r"^delta check:\s+ok ", out, re.M), out
+    assert re.search(r"^deltalake:\s+\d", out, re.M), out
+    assert re.search(r"^engine:\s+rust \(DELTAFLOW_ENGINE=auto\)$", out, re.M), out  # no SparkSession here
+    assert re.search(r"^rust check:\s+ok ", out, re.M), out
+    assert re.search(r"^spark check:\s+ok ", out, re.M), out
     assert out.rstrip().endswith("all checks passed")
 
 
@@ -155,7 +160,8 @@ def test_doctor_without_java_fails_clearly(tmp_path: Path) -> None:
     env = _env(tmp_path, JAVA_HOME=str(tmp_path / "nojava"), PATH=str(tmp_path / "nojava" / "bin"))
     proc = cli(tmp_path, "doctor", "--no-spark-check", env=env, timeout=60)
     assert proc.returncode == 1, proc
-    assert "error: Java 17 not found: install it or set JAVA_HOME" in proc.stderr.splitlines()
+    assert any(line.startswith("error: Java 17 not found: install it or set JAVA_HOME")
+               for line in proc.stderr.splitlines()), proc.stderr
     assert "java:          not found" in proc.stdout
     assert "Traceback" not in proc.stderr and "all checks passed" not in proc.stdout
 

@@ -24,15 +24,29 @@ def _env(**extra):
     return env
 
 
-def test_four_processes_write_the_same_store(tmp_path, spark):
+# Which engine each of the four writers uses: all Spark, all delta-rs, and two of each at once.
+WRITER_ENGINES = {"spark": ["spark"] * 4, "rust": ["rust"] * 4, "mixed": ["spark", "rust", "rust", "spark"]}
+
+
+def _metric_rows(engine_name: str, store: str):
+    from deltaflow.store.factory import make_engine
+    from deltaflow.config import resolve_location
+
+    engine = make_engine(resolve_location(store), engine_name)
+    return engine.read("metrics", columns=["run_id", "key", "step"]).to_pylist()
+
+
+@pytest.mark.parametrize("mix", list(WRITER_ENGINES))
+def test_four_processes_write_the_same_store(tmp_path, spark, mix):
     store = str(tmp_path / "store")
     import deltaflow
     from deltaflow import DeltaflowClient
 
     # No tables exist yet: the four workers race to create every table and the Default experiment.
     procs = [subprocess.Popen([sys.executable, str(WORKERS / "concurrent_writer.py"), store, str(i), "5000"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-             for i in range(4)]
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=_env(DELTAFLOW_ENGINE=engine))
+             for i, engine in enumerate(WRITER_ENGINES[mix])]
     expected: dict[str, str] = {}
     for p in procs:
         out, err = p.communicate(timeout=900)
@@ -41,24 +55,23 @@ def test_four_processes_write_the_same_store(tmp_path, spark):
         expected.update(json.loads(out.strip().splitlines()[-1]))
     assert len(expected) == 20
 
-    from deltaflow.store.factory import get_store
-
-    engine = get_store(store).engine
-    metrics = engine._df("metrics")
-    assert metrics.count() == 20_000
-    assert metrics.select("run_id", "key", "step").distinct().count() == 20_000  # none duplicated
-    client = DeltaflowClient(store)
-    runs = {r.info.run_id: r for r in client.search_runs(["0"], max_results=100)}
-    assert set(runs) == set(expected)
-    for run_id, status in expected.items():
-        assert runs[run_id].info.status == status, run_id
-        assert runs[run_id].data.metrics["m"] == 999.0  # latest by step
+    for reader in ("spark", "rust"):  # both engines read what all writers wrote
+        rows = _metric_rows(reader, store)
+        assert len(rows) == 20_000, reader
+        assert len({(r["run_id"], r["key"], r["step"]) for r in rows}) == 20_000, reader  # none duplicated
+        client = DeltaflowClient(store, engine=reader)
+        runs = {r.info.run_id: r for r in client.search_runs(["0"], max_results=100)}
+        assert set(runs) == set(expected), reader
+        for run_id, status in expected.items():
+            assert runs[run_id].info.status == status, (reader, run_id)
+            assert runs[run_id].data.metrics["m"] == 999.0  # latest by step
     deltaflow.set_tracking_uri(None)
 
 
-def test_sigkill_after_flush_keeps_flushed_data(tmp_path, spark):
+@pytest.mark.parametrize("victim_engine, reader_engine", [("spark", "rust"), ("rust", "spark"), ("rust", "rust")])
+def test_sigkill_after_flush_keeps_flushed_data(tmp_path, spark, victim_engine, reader_engine):
     store = str(tmp_path / "store")
-    env = _env(DELTAFLOW_HEARTBEAT_INTERVAL_S="1")
+    env = _env(DELTAFLOW_HEARTBEAT_INTERVAL_S="1", DELTAFLOW_ENGINE=victim_engine)
     proc = subprocess.Popen([sys.executable, str(WORKERS / "crash_victim.py"), store],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -79,7 +92,7 @@ def test_sigkill_after_flush_keeps_flushed_data(tmp_path, spark):
 
     os.environ["DELTAFLOW_HEARTBEAT_INTERVAL_S"] = "1"
     try:
-        client = DeltaflowClient(store)
+        client = DeltaflowClient(store, engine=reader_engine)
         history = client.get_metric_history(run_id, "flushed")
         assert [m.step for m in history] == list(range(1000))  # every flushed point, once
         run = client.get_run(run_id)

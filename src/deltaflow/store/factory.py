@@ -5,18 +5,20 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 from typing import Optional
 
 from deltaflow.config import StoreLocation, resolve_location, settings
-from deltaflow.errors import InvalidArgument
+from deltaflow.errors import InvalidArgument, MissingDependency
 from deltaflow.store.engine import Engine
 from deltaflow.store.tracking_store import TrackingStore
 
-__all__ = ["get_store", "make_engine", "close_all_stores", "register_exit_hook"]
+__all__ = ["get_store", "make_engine", "choose_engine", "spark_session_active", "close_all_stores", "register_exit_hook"]
 
 _log = logging.getLogger(__name__)
-_stores: dict[tuple[str, str], TrackingStore] = {}
+_stores: dict[tuple[str, str, str], TrackingStore] = {}  # (uri, artifact root, engine)
+_auto: dict[tuple[str, str], TrackingStore] = {}  # what "auto" resolved to, per location
 # Fluent calls resolve the store on every call; remember the raw (uri, artifact_root) too so the
 # hot path skips path normalisation.
 _by_raw: dict[tuple, TrackingStore] = {}
@@ -24,34 +26,94 @@ _lock = threading.Lock()
 _exit_hooks: list = []
 _hook_installed = False
 
-ENGINES = ("auto", "spark")
+ENGINES = ("auto", "spark", "rust")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return module in sys.modules or importlib.util.find_spec(module) is not None
+
+
+def spark_session_active() -> bool:
+    """Whether this process already has a live SparkSession, without importing pyspark."""
+    session_module = sys.modules.get("pyspark.sql.session")
+    if session_module is None:
+        return False
+    spark_session = session_module.SparkSession
+    try:
+        session = spark_session.getActiveSession() or getattr(spark_session, "_instantiatedSession", None)
+    except Exception:  # noqa: BLE001 - e.g. no JVM yet: not active
+        return False
+    return session is not None and getattr(session.sparkContext, "_jsc", None) is not None
+
+
+def choose_engine(location: StoreLocation, requested: Optional[str] = None) -> str:
+    """The engine a store gets: an explicit choice is checked; ``auto`` picks as the README says."""
+    from deltaflow.store.rust_engine import supports
+
+    choice = (requested or settings.engine or "auto").strip().lower()
+    if choice not in ENGINES:
+        raise InvalidArgument(f"engine {choice!r} is not known; use one of {', '.join(ENGINES)}")
+    if choice == "rust":
+        if location.kind != "path":
+            raise InvalidArgument(f"store {location.uri!r} is a metastore schema: only the spark engine "
+                                  "serves metastore / Unity Catalog tables (DELTAFLOW_ENGINE=spark or auto)")
+        if not supports(location):
+            raise InvalidArgument(f"store {location.uri!r} is on a filesystem only Spark reaches; "
+                                  "use the spark engine (DELTAFLOW_ENGINE=spark or auto)")
+        return "rust"
+    if choice == "spark":
+        return "spark"
+    # auto: Spark wherever it already lives (or must be used); otherwise no JVM at all.
+    on_databricks = "DATABRICKS_RUNTIME_VERSION" in os.environ and _importable("pyspark")
+    if location.kind != "path" or not supports(location) or spark_session_active() or on_databricks:
+        return "spark"
+    if _importable("deltalake"):
+        return "rust"
+    return "spark"
 
 
 def make_engine(location: StoreLocation, engine: Optional[str] = None) -> Engine:
-    choice = (engine or settings.engine or "auto").lower()
-    if choice not in ENGINES:
-        raise InvalidArgument(f"engine {choice!r} is not known; use one of {', '.join(ENGINES)}")
+    name = choose_engine(location, engine)
+    if name == "rust":
+        from deltaflow.store.rust_engine import RustEngine
+
+        return RustEngine(location)
+    if not _importable("pyspark") or not _importable("delta"):
+        missing = "pyspark" if not _importable("pyspark") else "delta"
+        raise MissingDependency.for_extra(f"store {location.uri!r} on the spark engine", missing, "spark")
     from deltaflow.store.spark_engine import SparkEngine
 
     return SparkEngine(location)
 
 
-def get_store(uri: Optional[str] = None, artifact_root: Optional[str] = None) -> TrackingStore:
-    raw_key = (uri, artifact_root, os.getcwd() if uri is None or not os.path.isabs(uri) else "")
+def get_store(uri: Optional[str] = None, artifact_root: Optional[str] = None,
+              engine: Optional[str] = None) -> TrackingStore:
+    """The process's store for a location and engine.
+
+    ``auto`` resolves once per location: later ``auto`` lookups get the same store even if a
+    SparkSession starts meanwhile, so one process never splits a run's writes over two buffers.
+    """
+    choice = (engine or settings.engine or "auto").strip().lower()
+    raw_key = (uri, artifact_root, os.getcwd() if uri is None or not os.path.isabs(uri) else "", choice)
     if uri is not None:
         store = _by_raw.get(raw_key)
         if store is not None:
             return store
     location = resolve_location(uri, artifact_root)
-    key = (location.uri, location.artifact_root)
-    store = _stores.get(key)
-    if store is None:
-        with _lock:
-            store = _stores.get(key)
+    loc_key = (location.uri, location.artifact_root)
+    with _lock:
+        store = _auto.get(loc_key) if choice == "auto" else None
+        if store is None:
+            name = choose_engine(location, choice)
+            store = _stores.get((*loc_key, name))
             if store is None:
-                store = TrackingStore(location, make_engine(location))
-                _stores[key] = store
+                store = TrackingStore(location, make_engine(location, name))
+                _stores[(*loc_key, name)] = store
                 _install_hook()
+            if choice == "auto":
+                _auto[loc_key] = store
     if uri is not None:
         _by_raw[raw_key] = store
     return store
@@ -61,6 +123,26 @@ def register_exit_hook(fn) -> None:  # noqa: ANN001
     """Run ``fn`` at exit before stores are flushed (the fluent API ends active runs here)."""
     _exit_hooks.append(fn)
     _install_hook()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: drop the parent's stores and exit hooks.
+
+    The child inherits the parent's buffers (rows the parent will commit itself) and its fluent run
+    stack; flushing or ending them again at the child's exit would duplicate rows and end the
+    parent's runs. The child opens fresh stores if it logs (the rust engine then refuses clearly:
+    delta-rs's runtime does not survive fork, so workers must be spawned).
+    """
+    global _lock
+    _stores.clear()
+    _auto.clear()
+    _by_raw.clear()
+    _exit_hooks.clear()
+    _lock = threading.Lock()  # it may have been held by a parent thread at fork time
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def close_all_stores(timeout: Optional[float] = None) -> None:

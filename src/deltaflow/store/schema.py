@@ -12,12 +12,20 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-__all__ = ["TableSpec", "TABLES", "SCHEMA_VERSION", "SCHEMA_VERSION_PROPERTY", "spec"]
+__all__ = ["TableSpec", "TABLES", "TABLE_PROPERTIES", "SCHEMA_VERSION", "SCHEMA_VERSION_PROPERTY", "spec"]
 
 SCHEMA_VERSION = 1
 SCHEMA_VERSION_PROPERTY = "deltaflow.schemaVersion"
 
 S, L, D = pa.string(), pa.int64(), pa.float64()
+
+# Properties every deltaflow table is created with, by either engine. Only features both delta-spark
+# and delta-rs read and write (protocol reader 1 / writer 2, no table features); Spark honours
+# auto-compaction, the rust engine compacts on its own schedule.
+TABLE_PROPERTIES = {
+    SCHEMA_VERSION_PROPERTY: str(SCHEMA_VERSION),
+    "delta.autoOptimize.autoCompact": "true",
+}
 
 
 @dataclass(frozen=True)

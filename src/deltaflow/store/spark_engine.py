@@ -24,7 +24,7 @@ from deltaflow.store.engine import (
     Where,
     retry_conflicts,
 )
-from deltaflow.store.schema import SCHEMA_VERSION, SCHEMA_VERSION_PROPERTY, TABLES, TableSpec
+from deltaflow.store.schema import TABLE_PROPERTIES, TABLES, TableSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -45,12 +45,6 @@ _CONFLICT_MARKERS = (
     "already exists",
 )
 
-# Table properties every deltaflow table gets. Only features both Delta engines (delta-spark and
-# delta-rs) read and write; auto-compaction keeps small files bounded without a manual OPTIMIZE.
-_TABLE_PROPERTIES = {
-    SCHEMA_VERSION_PROPERTY: str(SCHEMA_VERSION),
-    "delta.autoOptimize.autoCompact": "true",
-}
 
 
 def is_conflict(exc: BaseException) -> bool:
@@ -158,7 +152,7 @@ class SparkEngine(Engine):
             builder = builder.tableName(self.location.table_name(table_spec.name))
         for field in table_spec.schema:
             builder = builder.addColumn(field.name, _DDL[field.type], nullable=field.nullable)
-        for key, value in {**_TABLE_PROPERTIES, **table_spec.properties}.items():
+        for key, value in {**TABLE_PROPERTIES, **table_spec.properties}.items():
             builder = builder.property(key, value)
         builder.execute()
 

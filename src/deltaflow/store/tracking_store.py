@@ -87,6 +87,7 @@ class TrackingStore(ExperimentsMixin):
         self._last_heartbeat = time.monotonic()
         self._lock = threading.Lock()
         self._experiment_cache: dict[str, Any] = {}
+        self._spark_engine: Optional[Engine] = None
         self.buffer = WriteBuffer(
             engine,
             self.writer_id,
@@ -102,6 +103,21 @@ class TrackingStore(ExperimentsMixin):
 
     def flush(self, timeout: Optional[float] = None) -> None:
         self.buffer.flush(timeout)
+
+    def spark_engine(self) -> Any:
+        """A Spark engine over this store's tables, for Spark-only features (DataFrame output, SQL
+        views) when the store itself writes through another engine. This process's buffer is flushed
+        first so Spark sees everything logged so far."""
+        if self.engine.name == "spark":
+            self.flush()
+            return self.engine
+        from deltaflow.store.factory import make_engine
+
+        with self._lock:
+            if self._spark_engine is None:
+                self._spark_engine = make_engine(self.location, "spark")
+        self.flush()
+        return self._spark_engine
 
     def close(self, timeout: Optional[float] = None) -> None:
         self.buffer.close(timeout if timeout is not None else settings.exit_flush_timeout_s)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from deltaflow.entities import Run
-from deltaflow.errors import MissingDependency
 
 __all__ = ["runs_to_pandas", "search_spark", "BASE_COLUMNS"]
 
@@ -47,17 +46,9 @@ def runs_to_pandas(runs: Sequence[Run]) -> Any:
 def search_spark(store: Any, experiment_ids: Sequence[str], filter_string: Optional[str], run_view_type: int,
                  order_by: Optional[Sequence[str]], max_results: Optional[int]) -> Any:
     """The same search as a lazily evaluated Spark DataFrame (all matches up to ``max_results``)."""
-    from deltaflow.store.spark_engine import SparkEngine
-
-    engine = store.engine
-    if not isinstance(engine, SparkEngine):
-        raise MissingDependency(
-            f"output_format='spark' needs the Spark engine; this store uses {engine.name!r}. "
-            "Install deltaflow[spark] and set DELTAFLOW_ENGINE=spark"
-        )
+    engine = store.spark_engine()  # MissingDependency naming deltaflow[spark] without pyspark
     from deltaflow.store.spark_search import runs_wide_df, search_runs_df
 
-    store.flush()
     query = store.run_query(experiment_ids, filter_string, run_view_type, order_by)
     ordered = search_runs_df(engine, query)
     if max_results is not None:

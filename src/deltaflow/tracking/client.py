@@ -41,9 +41,12 @@ __all__ = ["DeltaflowClient", "MlflowClient"]
 class DeltaflowClient:
     """Explicit-id tracking client (``MlflowClient`` is an alias, for porting)."""
 
-    def __init__(self, tracking_uri: Optional[str] = None, registry_uri: Optional[str] = None) -> None:
+    def __init__(self, tracking_uri: Optional[str] = None, registry_uri: Optional[str] = None, *,
+                 engine: Optional[str] = None) -> None:
+        """``engine``: ``"auto"`` (default, or ``DELTAFLOW_ENGINE``), ``"spark"`` or ``"rust"``."""
         self._tracking_uri = tracking_uri
         self._registry_uri = registry_uri
+        self._engine = engine
         self._store_obj: "Optional[TrackingStore]" = None
 
     @property
@@ -51,7 +54,7 @@ class DeltaflowClient:
         if self._store_obj is None:  # lazy: building a client is free, and pyarrow loads on first use
             from deltaflow.store.factory import get_store
 
-            self._store_obj = get_store(self._tracking_uri)
+            self._store_obj = get_store(self._tracking_uri, engine=self._engine)
         return self._store_obj
 
     @property

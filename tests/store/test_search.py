@@ -14,11 +14,13 @@ from deltaflow.errors import InvalidArgument
 pytestmark = pytest.mark.spark
 
 
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory, spark):
-    """Six runs with known metrics/params/tags/datasets in one experiment (built once per module)."""
+@pytest.fixture(scope="module", params=["spark", "rust"])
+def searched(request, tmp_path_factory):
+    """Six runs with known metrics/params/tags/datasets in one experiment (built once per engine)."""
+    if request.param == "spark":
+        request.getfixturevalue("spark")
     uri = str(tmp_path_factory.mktemp("search") / "store")
-    client = DeltaflowClient(uri)
+    client = DeltaflowClient(uri, engine=request.param)
     exp = client.create_experiment("search")
     ids = []
     for i in range(6):

@@ -225,9 +225,10 @@ def test_unwritable_store_raises_instead_of_hanging(spark, tmp_path):
     assert store.buffer._added == 1 and store.buffer._committed == 0
 
 
-def test_auto_compaction_bounds_small_files(client, spark):
+def test_auto_compaction_bounds_small_files(client, spark, engine, monkeypatch):
     """Without anyone running optimize, many small commits do not pile up as many small files."""
     spark.conf.set("spark.databricks.delta.autoCompact.minNumFiles", "4")
+    monkeypatch.setenv("DELTAFLOW_COMPACT_MIN_FILES", "4")
     try:
         rid = client.create_run("0").info.run_id
         for i in range(10):

@@ -1,0 +1,363 @@
+"""The rust engine: the same Delta tables read and written through delta-rs (``deltalake``), no JVM.
+
+Used for path-based stores when no SparkSession is active: plain Python scripts, the CLI, the
+scoring server, the project runner. Tables are created with exactly the protocol and properties the
+Spark engine uses (reader 1 / writer 2, no table features), so either engine reads and writes a
+store the other created.
+
+delta-rs's own commit retries are not enough under contention (measured: one of 4 processes
+appending at once gave up with ``CommitFailedError`` and its rows were lost), so every commit goes
+through :func:`~deltaflow.store.engine.retry_conflicts` with jittered backoff, and blind appends are
+made idempotent with the same ``userMetadata`` commit marker the Spark engine writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+import pyarrow as pa
+
+from deltaflow.config import StoreLocation, settings
+from deltaflow.errors import InvalidArgument, InvalidState, MissingDependency, StorageError
+from deltaflow.store.engine import Engine, RunQuery, Where, retry_conflicts
+from deltaflow.store.schema import TABLE_PROPERTIES, TABLES, TableSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow.dataset as pads
+    from deltalake import DeltaTable
+
+__all__ = ["RustEngine", "is_conflict", "supports", "arrow_filter", "RUST_SCHEMES"]
+
+_log = logging.getLogger(__name__)
+
+# Object stores delta-rs reaches with their usual credentials (environment, instance profiles).
+# dbfs:/ and hdfs:// are Hadoop filesystems only the JVM speaks.
+RUST_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "azure", "file", "memory")
+
+_CONFLICT_MARKERS = ("CommitFailed", "Commit failed", "Transaction failed", "version already exists",
+                     "VersionAlreadyExists", "Concurrent", "conflict")
+# Values the rust engine may write into a delete predicate: our own ids only (run ids are hex, experiment
+# ids digits). Anything else is refused rather than quoted, so user text never becomes SQL text.
+_SAFE_LITERAL = re.compile(r"[A-Za-z0-9_.:\-]{1,256}")
+
+_forked_child = False
+
+
+def _mark_forked() -> None:
+    global _forked_child
+    _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    # delta-rs drives I/O on a tokio runtime whose threads do not survive fork(); a forked child
+    # that touches it deadlocks. Refuse clearly instead (see RustEngine._check_process).
+    os.register_at_fork(after_in_child=_mark_forked)
+
+
+def is_conflict(exc: BaseException) -> bool:
+    try:
+        from deltalake.exceptions import CommitFailedError
+    except ImportError:  # pragma: no cover - engine not usable anyway
+        return False
+    if isinstance(exc, CommitFailedError):
+        return True
+    text = f"{type(exc).__name__}: {exc}"
+    return any(marker in text for marker in _CONFLICT_MARKERS)
+
+
+def _is_missing_file(exc: BaseException) -> bool:
+    """A data file vanished between snapshot and read (a concurrent VACUUM or compaction)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return isinstance(exc, FileNotFoundError) or "No such file" in text or "NotFound" in text
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise StorageError(f"delete value {value!r} is not an id; the rust engine deletes by id only")
+    if isinstance(value, int):
+        return str(value)
+    if not _SAFE_LITERAL.fullmatch(value):
+        raise StorageError(f"delete value {value[:40]!r} is not an id (letters, digits, _ . : -)")
+    return f"'{value}'"
+
+
+def arrow_filter(where: Where) -> "Optional[pads.Expression]":
+    """The Where conjunction as a pyarrow dataset expression (values stay values, never text)."""
+    import pyarrow.dataset as ds
+
+    expr = None
+    for column, op, value in where.terms:
+        field = ds.field(column)
+        if op == "=":
+            term = field == value
+        elif op == "in":
+            term = field.isin(list(value))
+        elif op == "<":
+            term = field < value
+        elif op == "<=":
+            term = field <= value
+        elif op == ">":
+            term = field > value
+        elif op == ">=":
+            term = field >= value
+        else:  # pragma: no cover - Where is built by our own code
+            raise ValueError(f"unsupported Where op {op!r}")
+        expr = term if expr is None else expr & term
+    return expr
+
+
+class RustEngine(Engine):
+    name = "rust"
+
+    def __init__(self, location: StoreLocation, storage_options: Optional[dict[str, str]] = None) -> None:
+        if location.kind != "path":
+            raise InvalidArgument(
+                f"store {location.uri!r} is a metastore schema; only the spark engine can serve it "
+                "(pip install 'deltaflow[spark]', DELTAFLOW_ENGINE=spark or auto)"
+            )
+        if not supports(location):
+            raise InvalidArgument(
+                f"store {location.uri!r} uses a filesystem delta-rs cannot reach; use the spark engine "
+                f"(DELTAFLOW_ENGINE=spark) or a local path / one of {', '.join(RUST_SCHEMES)}"
+            )
+        try:
+            import deltalake  # noqa: F401
+        except ImportError:
+            raise MissingDependency(
+                "the rust engine needs the Python module 'deltalake', a dependency of deltaflow that is "
+                "missing here; reinstall with: pip install deltaflow"
+            ) from None
+        self.location = location
+        self.storage_options = storage_options
+        self._tables: dict[str, "DeltaTable"] = {}
+        self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in TABLES}
+        self._create_lock = threading.Lock()
+        self._appends: dict[str, int] = {}
+        self._committed_before_retry: dict[tuple[str, str], bool] = {}
+        self._pid = os.getpid()
+
+    # -- table handles ----------------------------------------------------------------------
+    def _check_process(self) -> None:
+        if _forked_child or os.getpid() != self._pid:
+            raise InvalidState(
+                "deltaflow's rust engine cannot be used in a process forked after it started (delta-rs's "
+                "I/O runtime does not survive fork). Start workers with multiprocessing's 'spawn' start "
+                "method or subprocess, and open the store in the child."
+            )
+
+    def _uri(self, table: str) -> str:
+        return self.location.table_path(table)
+
+    def _table(self, table: str) -> "DeltaTable":
+        """The cached handle, brought up to the latest version (an incremental log read)."""
+        self._check_process()
+        dt = self._tables.get(table)
+        if dt is None:
+            self.ensure_tables([TABLES[table]])
+            dt = self._tables[table]
+        else:
+            dt.update_incremental()
+        return dt
+
+    def ensure_tables(self, specs: Sequence[TableSpec]) -> None:
+        self._check_process()
+        for table_spec in specs:
+            if table_spec.name in self._tables:
+                continue
+            with self._create_lock:
+                if table_spec.name in self._tables:
+                    continue
+                self._tables[table_spec.name] = retry_conflicts(
+                    lambda s=table_spec: self._open_or_create(s), is_conflict=_is_creation_race,
+                    attempts=15, what=f"creating table {table_spec.name}")
+
+    def _open_or_create(self, table_spec: TableSpec) -> "DeltaTable":
+        from deltalake import DeltaTable
+
+        uri = self._uri(table_spec.name)
+        if DeltaTable.is_deltatable(uri, storage_options=self.storage_options):
+            return DeltaTable(uri, storage_options=self.storage_options)
+        if self.location.is_local:
+            os.makedirs(uri, exist_ok=True)
+        # mode="ignore": a table another process created first is kept as it is; losing the race
+        # for version 0 raises, and the retry then opens the winner's table.
+        return DeltaTable.create(
+            uri, table_spec.schema, mode="ignore",
+            configuration={**TABLE_PROPERTIES, **table_spec.properties},
+            storage_options=self.storage_options, raise_if_key_not_exists=False,
+        )
+
+    # -- writes -----------------------------------------------------------------------------
+    def append(self, table: str, data: pa.Table, *, app_id: str, version: int) -> None:
+        from deltalake import CommitProperties, write_deltalake
+
+        schema = TABLES[table].schema
+        data = data.select(schema.names).cast(schema)
+        marker = f"deltaflow:{app_id}:{version}"
+        lock = self._locks[table]
+
+        def attempt() -> None:
+            with lock:
+                dt = self._table(table)
+                try:
+                    write_deltalake(dt, data, mode="append",
+                                    commit_properties=CommitProperties(custom_metadata={"userMetadata": marker}))
+                except Exception:
+                    if self._committed(dt, marker):
+                        return
+                    raise
+
+        with lock:
+            recheck = self._committed_before_retry.pop((table, marker), False)
+        if recheck and self._committed(self._table(table), marker):
+            return
+        try:
+            retry_conflicts(attempt, is_conflict=is_conflict, attempts=settings.commit_retries,
+                            what=f"appending to {table}")
+        except Exception:
+            self._committed_before_retry[(table, marker)] = True
+            raise
+        self._maybe_compact(table)
+
+    def _committed(self, dt: "DeltaTable", marker: str) -> bool:
+        """Whether a commit carrying ``marker`` is in the recent history (either engine's)."""
+        try:
+            dt.update_incremental()
+            return any(entry.get("userMetadata") == marker for entry in dt.history(200))
+        except Exception:  # noqa: BLE001 - unknown means "not proven committed"
+            return False
+
+    def _maybe_compact(self, table: str) -> None:
+        """delta-rs does not honour ``delta.autoOptimize.autoCompact``: compact like Spark would, once
+        ``compact_min_files`` files are live, checking every few of our own appends."""
+        min_files = max(2, settings.compact_min_files)
+        count = self._appends.get(table, 0) + 1
+        self._appends[table] = count
+        if count % max(1, min_files // 5):
+            return
+        try:
+            with self._locks[table]:
+                dt = self._table(table)
+                if len(dt.file_uris()) >= min_files:
+                    dt.optimize.compact()
+        except Exception as exc:  # noqa: BLE001 - compaction is an optimisation; never fail a write
+            _log.info("deltaflow: skipped compacting %s: %s", table, exc)
+
+    def insert_if_absent(self, table: str, data: pa.Table, key_columns: Sequence[str]) -> bool:
+        schema = TABLES[table].schema
+        data = data.select(schema.names).cast(schema)
+        # Our own column names only; the values travel in the source table, never in the text.
+        predicate = " AND ".join(f't."{k}" = s."{k}"' for k in key_columns)
+        lock = self._locks[table]
+
+        def attempt() -> bool:
+            # The existence check and the insert are one MERGE: delta-rs's conflict checker fails the
+            # commit if another writer added rows meanwhile, and we retry against the new version.
+            with lock:
+                dt = self._table(table)
+                metrics = (dt.merge(data, predicate, source_alias="s", target_alias="t")
+                           .when_not_matched_insert_all().execute())
+            return int(metrics.get("num_target_rows_inserted", 0)) > 0
+
+        return retry_conflicts(attempt, is_conflict=is_conflict, attempts=30, what=f"inserting into {table}")
+
+    def delete_where(self, table: str, where: Where) -> int:
+        if not where.terms:
+            raise StorageError("refusing to delete every row of a table")
+        terms = []
+        for column, op, value in where.terms:
+            if column not in TABLES[table].schema.names:
+                raise StorageError(f"table {table} has no column {column!r}")
+            if op == "=":
+                terms.append(f'"{column}" = {_literal(value)}')
+            elif op == "in":
+                if not value:
+                    return 0
+                terms.append(f'"{column}" IN ({", ".join(_literal(v) for v in value)})')
+            else:
+                raise StorageError(f"the rust engine deletes by = and IN only, not {op!r}")
+        predicate = " AND ".join(terms)
+        lock = self._locks[table]
+
+        def attempt() -> int:
+            with lock:
+                return int(self._table(table).delete(predicate).get("num_deleted_rows", -1))
+
+        return retry_conflicts(attempt, is_conflict=is_conflict, attempts=20, what=f"deleting from {table}")
+
+    # -- reads ------------------------------------------------------------------------------
+    def dataset(self, table: str) -> "pads.Dataset":
+        with self._locks[table]:
+            return self._table(table).to_pyarrow_dataset()
+
+    def read(self, table: str, where: Where = Where(), columns: Optional[Sequence[str]] = None) -> pa.Table:
+        schema = TABLES[table].schema
+        wanted = list(columns) if columns else schema.names
+        target = pa.schema([schema.field(c) for c in wanted])
+        expr = arrow_filter(where)
+        for attempt in range(3):
+            try:
+                return self.dataset(table).to_table(columns=wanted, filter=expr).cast(target)
+            except Exception as exc:  # noqa: BLE001 - retried only for vanished files
+                if attempt == 2 or not _is_missing_file(exc):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def read_many(self, requests: dict[str, tuple[Where, Optional[Sequence[str]]]]) -> dict[str, pa.Table]:
+        # Reads are a few milliseconds each and pyarrow already scans files in parallel; threads
+        # would only add overhead here.
+        return {table: self.read(table, where, columns) for table, (where, columns) in requests.items()}
+
+    def search_runs(self, query: RunQuery) -> list[str]:
+        from deltaflow.store.arrow_search import search_run_ids
+
+        return search_run_ids(self, query)
+
+    # -- maintenance ------------------------------------------------------------------------
+    def optimize(self, table: str, zorder_by: Sequence[str]) -> dict[str, Any]:
+        before = self.file_count(table)
+
+        def run() -> None:
+            with self._locks[table]:
+                dt = self._table(table)
+                dt.optimize.z_order(list(zorder_by)) if zorder_by else dt.optimize.compact()
+
+        retry_conflicts(run, is_conflict=is_conflict, attempts=5, what=f"optimizing {table}")
+        return {"table": table, "files_before": before, "files_after": self.file_count(table)}
+
+    def vacuum(self, table: str, retention_hours: float, force: bool = False) -> None:
+        with self._locks[table]:
+            self._table(table).vacuum(retention_hours=int(math.ceil(retention_hours)), dry_run=False,
+                                      enforce_retention_duration=not force)
+
+    def file_count(self, table: str) -> int:
+        with self._locks[table]:
+            return len(self._table(table).file_uris())
+
+    def table_version(self, table: str) -> int:
+        with self._locks[table]:
+            return int(self._table(table).version())
+
+    def history(self, table: str, limit: int = 20) -> list[dict[str, Any]]:
+        with self._locks[table]:
+            return list(self._table(table).history(limit))
+
+
+def _is_creation_race(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return is_conflict(exc) or "already exists" in text or "TableNotFound" in text or "No such file" in text
+
+
+def supports(location: StoreLocation) -> bool:
+    """Whether delta-rs can reach this store (a local folder or an object store it speaks)."""
+    if location.kind != "path" or location.root is None:
+        return False
+    if location.is_local:
+        return True
+    scheme = location.root.split(":", 1)[0].lower()
+    return scheme in RUST_SCHEMES
