@@ -9,7 +9,7 @@ import threading
 import pytest
 
 import deltaflow as mlflow
-from deltaflow import DeltaflowClient, Metric, Param, RunTag
+from deltaflow import Metric, Param
 from deltaflow.entities import RunStatus, ViewType
 from deltaflow.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound
 

@@ -31,7 +31,6 @@ __all__ = ["search_run_ids", "fold_runs_state", "key_values", "compare"]
 
 _RUN_LAST = ("run_name", "user_id", "status", "start_time", "end_time", "artifact_uri", "lifecycle_stage")
 _DATASET_COLUMNS = {"name": "name", "digest": "digest", "context": "context"}
-_ORDER_EVENTS = [("event_time", "ascending"), ("seq", "ascending")]
 
 
 def _state_schema() -> pa.Schema:
@@ -39,38 +38,82 @@ def _state_schema() -> pa.Schema:
     return pa.schema([runs.field(c).with_nullable(True) for c in RUN_STATE_COLUMNS])
 
 
+# Folds use sorting plus numpy segment reductions rather than Table.group_by: group_by runs on
+# pyarrow.acero, whose import pulls in pandas (half a second of a CLI call's one-second budget).
+def _segments(sorted_ids: Any) -> "tuple[np.ndarray, np.ndarray]":
+    """Start and end (inclusive) row of each run of equal ids in an id-sorted column."""
+    import numpy as np
+
+    n = len(sorted_ids)
+    ids = sorted_ids.combine_chunks() if isinstance(sorted_ids, pa.ChunkedArray) else sorted_ids
+    change = np.asarray(pc.not_equal(ids.slice(0, n - 1), ids.slice(1)).to_numpy(zero_copy_only=False), dtype=bool)
+    starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+    ends = np.concatenate((starts[1:] - 1, [n - 1]))
+    return starts, ends
+
+
+def _last_valid(column: Any, starts: "np.ndarray") -> "np.ndarray":
+    """Per segment, the row of the last non-null value (-1 when all are null)."""
+    import numpy as np
+
+    valid = np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False), dtype=bool)
+    rows = np.where(valid, np.arange(len(valid)), -1)
+    return np.maximum.reduceat(rows, starts)
+
+
+def _segment_max(column: Any, starts: "np.ndarray") -> pa.Array:
+    """Per segment, the max of an int64 column ignoring NULLs (NULL when all are null)."""
+    import numpy as np
+
+    low = np.iinfo(np.int64).min
+    values = np.asarray(pc.fill_null(column, low).to_numpy(zero_copy_only=False), dtype=np.int64)
+    best = np.maximum.reduceat(values, starts)
+    return pa.array(best, pa.int64(), mask=best == low)
+
+
+def _take(column: Any, rows: "np.ndarray") -> Any:
+    """column[rows], NULL where rows is -1."""
+    import numpy as np
+
+    indices = pa.array(np.where(rows < 0, 0, rows), pa.int64(), mask=rows < 0)
+    return column.take(indices)
+
+
+def _sorted(events: pa.Table, *keys: str) -> pa.Table:
+    return events.take(pc.sort_indices(events, sort_keys=[(k, "ascending") for k in keys]))
+
+
 def fold_runs_state(events: pa.Table) -> pa.Table:
     """Latest non-null attribute per run by (event_time, seq); the max heartbeat."""
     schema = _state_schema()
     if events.num_rows == 0:
         return schema.empty_table()
-    ordered = events.sort_by([("run_id", "ascending"), *_ORDER_EVENTS])
-    folded = ordered.group_by("run_id", use_threads=False).aggregate(
-        [("experiment_id", "first"), *[(c, "last") for c in _RUN_LAST], ("heartbeat_time", "max")])
-    renamed = {f"{c}_{how}": c for c, how in [("experiment_id", "first"), *[(c, "last") for c in _RUN_LAST],
-                                              ("heartbeat_time", "max")]}
-    folded = folded.rename_columns([renamed.get(n, n) for n in folded.column_names])
-    return folded.select(list(RUN_STATE_COLUMNS)).cast(schema)
+    ordered = _sorted(events, "run_id", "event_time", "seq")
+    starts, ends = _segments(ordered["run_id"])
+    columns = {"run_id": _take(ordered["run_id"], starts), "experiment_id": _take(ordered["experiment_id"], starts)}
+    for name in _RUN_LAST:
+        columns[name] = _take(ordered[name], _last_valid(ordered[name], starts))
+    columns["heartbeat_time"] = _segment_max(ordered["heartbeat_time"], starts)
+    return pa.table({c: columns[c] for c in RUN_STATE_COLUMNS}).cast(schema)
 
 
 def _fold_first_or_last(events: pa.Table, how: str) -> pa.Table:
     """(run_id, value): the first (params) or last (tags, NULL kept as a deletion) value by event order."""
     if events.num_rows == 0:
         return pa.table({"run_id": pa.array([], pa.string()), "value": pa.array([], pa.string())})
-    ordered = events.sort_by([("run_id", "ascending"), *_ORDER_EVENTS])
-    folded = ordered.group_by("run_id", use_threads=False).aggregate(
-        [("value", how, pc.ScalarAggregateOptions(skip_nulls=False))])
-    return folded.rename_columns(["run_id", "value"]).select(["run_id", "value"])
+    ordered = _sorted(events, "run_id", "event_time", "seq")
+    starts, ends = _segments(ordered["run_id"])
+    rows = starts if how == "first" else ends
+    return pa.table({"run_id": _take(ordered["run_id"], rows), "value": _take(ordered["value"], rows)})
 
 
 def _fold_latest_metric(events: pa.Table) -> pa.Table:
     """(run_id, value) of the max by (step, timestamp, value); pyarrow sorts NaN above numbers."""
     if events.num_rows == 0:
         return pa.table({"run_id": pa.array([], pa.string()), "value": pa.array([], pa.float64())})
-    ordered = events.sort_by([("run_id", "ascending"), ("step", "ascending"), ("timestamp", "ascending"),
-                              ("value", "ascending")])
-    folded = ordered.group_by("run_id", use_threads=False).aggregate([("value", "last")])
-    return folded.rename_columns(["run_id", "value"]).select(["run_id", "value"])
+    ordered = _sorted(events, "run_id", "step", "timestamp", "value")
+    starts, ends = _segments(ordered["run_id"])
+    return pa.table({"run_id": _take(ordered["run_id"], ends), "value": _take(ordered["value"], ends)})
 
 
 def key_values(engine: Engine, entity: str, key: str, experiment_ids: tuple[str, ...]) -> pa.Table:

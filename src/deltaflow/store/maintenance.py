@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 from deltaflow.entities import LifecycleStage, RunStatus, heartbeat_timeout_s
 from deltaflow.errors import InvalidArgument
 from deltaflow.store.engine import Where
-from deltaflow.store.fold import fold_experiments, fold_runs
+from deltaflow.store.fold import fold_runs
 from deltaflow.store.schema import TABLES
 
 __all__ = ["GcReport", "gc", "mark_dead_runs", "optimize", "DEFAULT_VACUUM_HOURS"]

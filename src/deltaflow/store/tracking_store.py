@@ -17,7 +17,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
-import pyarrow as pa
 
 from deltaflow.config import StoreLocation, settings
 from deltaflow.entities import (

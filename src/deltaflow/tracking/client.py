@@ -10,7 +10,6 @@ import io
 import json
 import os
 import posixpath
-import tempfile
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
@@ -23,7 +22,6 @@ from deltaflow.entities import (
     PagedList,
     Param,
     Run,
-    RunInfo,
     RunStatus,
     RunTag,
     ViewType,
