@@ -226,3 +226,13 @@ def test_forked_child_gets_a_clear_error_not_a_deadlock(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "CHILD InvalidState" in out.stdout and "spawn" in out.stdout, out.stdout
     assert "PARENT ['after', 'before']" in out.stdout
+
+
+def test_auto_uses_the_running_spark_session_and_sticks(tmp_path, spark, monkeypatch):
+    from deltaflow.store.factory import get_store
+
+    monkeypatch.setenv("DELTAFLOW_ENGINE", "auto")
+    store = get_store(str(tmp_path / "store"))
+    assert store.engine.name == "spark"  # a SparkSession is running in this process
+    assert get_store(str(tmp_path / "store")) is store
+    assert get_store(str(tmp_path / "store"), engine="rust") is not store  # explicit choice: its own store

@@ -32,7 +32,16 @@ _TABLE_ORDER = ("experiments", "experiment_tags", "runs", "params", "tags", "inp
 
 # MLflow's "latest" is the max of (step, timestamp, value); NaN sorts above every number so that
 # the comparison is total (plain float comparison with NaN is always False).
-_latest_key = metric_order
+def _newer(value: float, step: int, ts: int, cand: tuple) -> bool:
+    """Whether (value, step, ts) beats the buffered latest candidate ``(exp, value, step, ts)``.
+
+    Same order as ``metric_order``; step and timestamp decide almost always, so the NaN-aware value
+    comparison is only built on a tie (this runs once per logged metric)."""
+    if step != cand[2]:
+        return step > cand[2]
+    if ts != cand[3]:
+        return ts > cand[3]
+    return metric_order(value, step, ts) > metric_order(cand[1], cand[2], cand[3])
 
 
 class _Batch:
@@ -134,7 +143,7 @@ class WriteBuffer:
             cols["timestamp"].append(ts)
             lk = (run_id, key)
             cand = batch.latest.get(lk)
-            if cand is None or _latest_key(value, step, ts) > _latest_key(cand[1], cand[2], cand[3]):
+            if cand is None or _newer(value, step, ts, cand):
                 batch.latest[lk] = (experiment_id, value, step, ts)
             batch.rows += 1
             self._added += 1
@@ -183,7 +192,7 @@ class WriteBuffer:
             for key, value, ts, step in metrics:
                 lk = (run_id, key)
                 cand = latest.get(lk)
-                if cand is None or _latest_key(value, step, ts) > _latest_key(cand[1], cand[2], cand[3]):
+                if cand is None or _newer(value, step, ts, cand):
                     latest[lk] = (experiment_id, value, step, ts)
             batch.rows += n
             self._added += n

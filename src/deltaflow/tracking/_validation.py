@@ -76,7 +76,15 @@ def validate_key(key: Any, what: str) -> str:
     return key
 
 
+_I64_MIN, _I64_MAX = -(2**63), 2**63
+
+
 def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[str, float, int, int]:
+    # The hot path (a known key, a float, int step and timestamp) costs four type checks; the
+    # general path below handles numpy scalars, Decimals and bools, and explains every rejection.
+    if (key in _good_keys and type(value) is float and type(step) is int and type(timestamp) is int
+            and _I64_MIN <= step < _I64_MAX and _I64_MIN <= timestamp < _I64_MAX):
+        return key, value, timestamp, step
     validate_key(key, "metric")
     # bool is an int subclass; MLflow accepts it, so do we (as 0.0/1.0).
     if isinstance(value, float):
@@ -95,10 +103,12 @@ def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[st
         raise InvalidArgument(f"metric {key!r} timestamp {_excerpt(timestamp)} must be an integer (epoch ms)")
     if not isinstance(step, numbers.Integral) or isinstance(step, bool):
         raise InvalidArgument(f"metric {key!r} step {_excerpt(step)} must be an integer")
-    step = int(step)
-    if not -(2**63) <= step < 2**63:
+    step, timestamp = int(step), int(timestamp)
+    if not _I64_MIN <= step < _I64_MAX:
         raise InvalidArgument(f"metric {key!r} step {step} does not fit in a 64-bit integer")
-    return key, fvalue, int(timestamp), step
+    if not _I64_MIN <= timestamp < _I64_MAX:
+        raise InvalidArgument(f"metric {key!r} timestamp {timestamp} does not fit in a 64-bit integer")
+    return key, fvalue, timestamp, step
 
 
 def _stringify(value: Any) -> str:
