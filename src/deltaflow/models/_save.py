@@ -1,0 +1,155 @@
+"""What every flavor's save_model/log_model shares: the directory, signature and example, the
+environment files, MLmodel, and logging the directory under a run with the history tag."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Callable, Iterable, Optional
+
+from deltaflow.errors import AlreadyExists, InvalidArgument
+from deltaflow.models.model import MLMODEL_FILE_NAME, Model, ModelInfo, mlflow_version
+from deltaflow.models.schema import ModelSignature
+
+__all__ = ["save_model_dir", "log_model_dir", "LOG_MODEL_HISTORY_TAG"]
+
+LOG_MODEL_HISTORY_TAG = "mlflow.log-model.history"
+_TAG_LIMIT = 8000  # the tracking store's tag value limit
+
+
+def _local_dir(path: Any) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidArgument(f"model path must be a string or path, got {type(path).__name__}")
+    path = os.fspath(path)
+    if path.lower().startswith("file:"):
+        from deltaflow.models.uri import parse_model_uri
+
+        path = parse_model_uri(path).path
+    elif ":" in path and len(path.split(":", 1)[0]) > 1:
+        raise InvalidArgument(f"save_model writes to a local path (or /Volumes/…, /dbfs/…), not {path!r}; "
+                              "use log_model to store a model in a run's artifacts")
+    path = os.path.abspath(path)
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise AlreadyExists(f"model path {path!r} already exists and is not empty; save to a new path")
+    return path
+
+
+def save_model_dir(path: Any, *, flavor: Optional[str], flavor_conf: Optional[dict[str, Any]],
+                   pyfunc_conf: Optional[dict[str, Any]], write_data: Callable[[str], None],
+                   libraries: Iterable[str], pickled: Optional[bytes] = None,
+                   signature: Any = None, input_example: Any = None,
+                   predict: Optional[Callable[[Any, str], Any]] = None,
+                   metadata: Optional[dict[str, Any]] = None, mlflow_model: Optional[Model] = None,
+                   pip_requirements: Optional[Iterable[str]] = None,
+                   extra_pip_requirements: Optional[Iterable[str]] = None) -> Model:
+    """Save one model directory; on any failure nothing is left behind.
+
+    ``write_data(path)`` writes the flavor's own files. ``predict(example, path)``, when given, is called on the input
+    example to infer the signature's outputs (MLflow does the same).
+    """
+    import platform
+
+    from deltaflow.models.environment import requirements_for, write_environment
+    from deltaflow.models.infer import infer_output_schema, infer_schema, save_input_example, to_dataframe
+
+    path = _local_dir(path)
+    if signature is not None and signature is not False and not isinstance(signature, ModelSignature):
+        raise InvalidArgument(f"signature must be a ModelSignature (see deltaflow.models.infer_signature), "
+                              f"got {type(signature).__name__}")
+    example = to_dataframe(input_example) if input_example is not None else None
+    model = mlflow_model or Model()
+    created = not os.path.exists(path)
+    os.makedirs(path, exist_ok=True)
+    try:
+        write_data(path)
+        if signature is None and example is not None:
+            outputs = None
+            if predict is not None:
+                try:
+                    outputs = infer_output_schema(predict(example, path))
+                except Exception:  # noqa: BLE001 - as in MLflow, a failing example only loses the outputs
+                    outputs = None
+            signature = ModelSignature(infer_schema(example), outputs)
+        if example is not None:
+            model.saved_input_example_info = save_input_example(path, example)
+        requirements = requirements_for(libraries, pickled, pip_requirements, extra_pip_requirements)
+        env = write_environment(path, requirements)
+        if pyfunc_conf is not None:
+            conf = dict(pyfunc_conf)
+            conf["env"] = env
+            conf["python_version"] = platform.python_version()
+            model.add_flavor("python_function", **conf)
+        if flavor is not None:  # None: a custom Python model, which has only python_function
+            model.add_flavor(flavor, **(flavor_conf or {}))
+        model.signature = signature or None
+        model.metadata = metadata
+        model.mlflow_version = mlflow_version()
+        model.extra.setdefault("model_id", None)
+        model.model_size_bytes = sum(os.path.getsize(os.path.join(d, f))
+                                     for d, _, files in os.walk(path) for f in files)
+        model.save(os.path.join(path, MLMODEL_FILE_NAME))
+    except BaseException:
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            for child in os.listdir(path):
+                target = os.path.join(path, child)
+                shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+        raise
+    return model
+
+
+def _history_entry(model: Model) -> dict[str, Any]:
+    entry = model.to_dict()
+    for key in ("signature", "saved_input_example_info"):
+        entry.pop(key, None)
+    return entry
+
+
+def log_model_dir(save: Callable[..., Model], *, name: Optional[str], artifact_path: Optional[str],
+                  run_id: Optional[str], registered_model_name: Optional[str],
+                  **save_kwargs: Any) -> ModelInfo:
+    """Save with ``save(path, mlflow_model=..., **save_kwargs)`` to a temp dir, log it under the run,
+    record the history tag, and (when asked) register it."""
+    from deltaflow.artifacts import validate_artifact_path
+    from deltaflow.models.uri import get_model_registrar
+    from deltaflow.tracking import fluent
+
+    if name is not None and artifact_path is not None and name != artifact_path:
+        raise InvalidArgument(f"give the model's name once: name={name!r} and artifact_path={artifact_path!r} differ")
+    rel = validate_artifact_path(name or artifact_path or "model")
+    if rel is None:
+        raise InvalidArgument("the model name must be a non-empty relative path such as 'model'")
+    registrar = None
+    if registered_model_name is not None:
+        registrar = get_model_registrar()  # raises before anything is written when there is no registry
+    client = fluent._client()
+    run_id = run_id or fluent._run_id_or_start()
+    model = Model(artifact_path=rel, run_id=run_id)
+    with tempfile.TemporaryDirectory(prefix="deltaflow-model-") as tmp:
+        local = os.path.join(tmp, "model")
+        save(local, mlflow_model=model, **save_kwargs)
+        client.log_artifacts(run_id, local, rel)
+    history = _read_history(client, run_id)
+    history.append(_history_entry(model))
+    text = json.dumps(history)
+    while len(text) > _TAG_LIMIT and len(history) > 1:  # keep the newest entries under the tag limit
+        history.pop(0)
+        text = json.dumps(history)
+    if len(text) <= _TAG_LIMIT:
+        client.set_tag(run_id, LOG_MODEL_HISTORY_TAG, text)
+    info = ModelInfo(model, f"runs:/{run_id}/{rel}")
+    if registrar is not None:
+        info.registered_model_version = registrar(info.model_uri, registered_model_name)
+    return info
+
+
+def _read_history(client: Any, run_id: str) -> list:
+    raw = client.get_run(run_id).data.tags.get(LOG_MODEL_HISTORY_TAG)
+    try:
+        value = json.loads(raw) if raw else []
+    except json.JSONDecodeError:
+        value = []
+    return value if isinstance(value, list) else []
