@@ -130,7 +130,7 @@ def log_model_dir(save: Callable[..., Model], *, name: Optional[str], artifact_p
     model = Model(artifact_path=rel, run_id=run_id)
     with tempfile.TemporaryDirectory(prefix="deltaflow-model-") as tmp:
         local = os.path.join(tmp, "model")
-        save(local, mlflow_model=model, **save_kwargs)
+        save(path=local, mlflow_model=model, **save_kwargs)
         client.log_artifacts(run_id, local, rel)
     history = _read_history(client, run_id)
     history.append(_history_entry(model))
