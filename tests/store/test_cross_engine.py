@@ -175,7 +175,7 @@ def test_nan_and_null_semantics_are_spark_s_on_both(tricky):
     assert not {"r01", "r08"} & names("metrics.acc < 0.9")
     assert "r06" not in names("metrics.acc != 0.5")
     top = [r.info.run_name for r in client.search_runs([exp], order_by=["metrics.acc DESC"])]
-    assert top[:2] == ["r01", "r08"] and top[-1] == "r06"  # NaNs first (ties by run_id), missing last
+    assert top[:2] == ["r08", "r01"] and top[-1] == "r06"  # NaNs first (tie: later start first), missing last
 
 
 def test_pandas_results_are_identical(tricky):

@@ -288,7 +288,13 @@ class RustEngine(Engine):
                            .when_not_matched_insert_all().execute())
             return int(metrics.get("num_target_rows_inserted", 0)) > 0
 
-        return retry_conflicts(attempt, is_conflict=is_conflict, attempts=30, what=f"inserting into {table}")
+        if retry_conflicts(attempt, is_conflict=is_conflict, attempts=30, what=f"inserting into {table}"):
+            return True
+        # Not inserted: the key was taken — possibly by our own earlier attempt whose commit landed
+        # but reported an error. Our row (same event_time/seq) in the table means it was us.
+        mine = data.to_pylist()[0]
+        stored = self.read(table, Where.of(**{k: mine[k] for k in key_columns}))
+        return any(all(row.get(k) == mine.get(k) for k in mine) for row in stored.to_pylist())
 
     def delete_where(self, table: str, where: Where) -> int:
         if not where.terms:
