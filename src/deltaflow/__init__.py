@@ -105,3 +105,15 @@ __all__ = [
     "set_tracking_uri",
     "start_run",
 ]
+
+# Flavor modules load on first attribute access (``deltaflow.sklearn.log_model``), as in MLflow, so
+# ``import deltaflow`` stays cheap; ``import deltaflow.sklearn`` works as well.
+_LAZY_SUBMODULES = ("models", "pyfunc", "sklearn", "spark")
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"deltaflow.{name}")
+    raise AttributeError(f"module 'deltaflow' has no attribute {name!r}")

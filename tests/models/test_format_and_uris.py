@@ -270,3 +270,34 @@ def test_import_stays_light():
             "if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_pickled_object_modules_are_pinned():
+    cloudpickle = pytest.importorskip("cloudpickle")
+    linear = pytest.importorskip("sklearn.linear_model")
+
+    class Wrapper:  # a custom object holding an sklearn model: its pickle names sklearn's classes
+        def __init__(self):
+            self.inner = linear.LinearRegression()
+
+    names = {r.split("==")[0] for r in requirements_for([], cloudpickle.dumps(Wrapper()))}
+    assert "scikit-learn" in names
+
+
+@pytest.mark.parametrize("module", ["deltaflow.models", "deltaflow.models.schema", "deltaflow.models.uri",
+                                    "deltaflow.models.model", "deltaflow.models.infer",
+                                    "deltaflow.models.enforce", "deltaflow.models.environment",
+                                    "deltaflow.pyfunc", "deltaflow.sklearn", "deltaflow.spark"])
+def test_public_surface(module):
+    import importlib
+
+    mod = importlib.import_module(module)
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.{name}"
+
+
+def test_flavors_are_lazy_attributes_of_the_package():
+    import deltaflow
+
+    assert deltaflow.sklearn.FLAVOR_NAME == "sklearn" and deltaflow.pyfunc.FLAVOR_NAME == "python_function"
+    assert deltaflow.spark.FLAVOR_NAME == "spark" and deltaflow.models.Model is Model
