@@ -1,6 +1,8 @@
-"""Helpers shared by the benchmark scripts: timing, temp stores, RSS sampling, result rows and output.
+"""Helpers shared by the benchmark scripts: timing, temp stores, RSS sampling, timed child processes,
+result rows (one column per deltaflow engine, plus MLflow) and output.
 
-Nothing here knows about deltaflow or MLflow; ``bench_tracking.py`` holds the measurements.
+Nothing here knows about deltaflow or MLflow (the child-process probe, ``_probe/sitecustomize.py``, only
+looks at ``sys.modules``); ``_harness.py`` and the ``*_rows.py`` modules hold the measurements.
 """
 
 from __future__ import annotations
@@ -135,20 +137,91 @@ def run_python(code_or_args: list[str], env: Optional[dict[str, str]] = None, ti
                           timeout=timeout, cwd=cwd)
 
 
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile, ``q`` in [0, 100]."""
+    data = sorted(values)
+    if not data:
+        return float("nan")
+    pos = (len(data) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+# -- timed child processes -----------------------------------------------------------------------
+PROBE_DIR = os.path.join(BENCH_DIR, "_probe")
+
+
+@dataclass
+class ProcResult:
+    """A finished child: wall time from just before spawn to exit, its output, and what the probe saw."""
+
+    wall_s: float
+    t_spawn: float  # time.monotonic() just before spawning (CLOCK_MONOTONIC: comparable across processes)
+    returncode: int
+    stdout: str
+    stderr: str
+    probe: dict[str, Any]
+
+    def marker(self, name: str) -> Optional[float]:
+        """Seconds from spawn to the child's ``print(name, time.monotonic())`` line, if it printed one."""
+        for line in self.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == name:
+                return float(parts[1]) - self.t_spawn
+        return None
+
+    def check(self, what: str) -> "ProcResult":
+        if self.returncode != 0:
+            raise RuntimeError(f"{what} failed ({self.returncode}): {self.stderr[-2500:]}")
+        return self
+
+
+def timed_process(cmd: list[str], env: dict[str, str], cwd: Optional[str] = None,
+                  timeout: float = 900) -> ProcResult:
+    """Run ``cmd`` to completion with the probe loaded (it records ``sys.modules`` at exit)."""
+    env = dict(env)
+    env["PYTHONPATH"] = PROBE_DIR + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    probe_dir = tempfile.mkdtemp(prefix="bench-probe-")
+    probe_path = env["BENCH_PROBE_OUT"] = os.path.join(probe_dir, "probe.json")
+    try:
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+        wall = time.monotonic() - t0
+        probe: dict[str, Any] = {}
+        if os.path.exists(probe_path):
+            with open(probe_path) as fh:
+                probe = json.load(fh)
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+    return ProcResult(wall, t0, proc.returncode, proc.stdout, proc.stderr, probe)
+
+
 # -- result rows ---------------------------------------------------------------------------------
 NA = "n/a"
+# Result columns: one per deltaflow engine, then MLflow. Rows store their cells by these keys.
+ENGINE_COLUMNS = ("spark", "rust")
+COLUMN_TITLES = {"spark": "deltaflow-spark", "rust": "deltaflow-rust", "mlflow": "MLflow (sqlite)"}
 
 
 @dataclass
 class Row:
+    """One table line; ``cells``/``met``/``raw``/``notes`` are keyed by column ('spark', 'rust', 'mlflow')."""
+
     key: str  # row group, as accepted by --only
     metric: str
-    deltaflow: str = NA
-    mlflow: str = NA
+    cells: dict[str, str] = field(default_factory=dict)
     target: str = "-"
-    met: str = "-"
+    met: dict[str, str] = field(default_factory=dict)  # engine -> "yes" / "not met" / "n/a ..." / "-"
     raw: dict[str, Any] = field(default_factory=dict)
-    note: str = ""
+    notes: dict[str, str] = field(default_factory=dict)  # "" = the whole row
+
+    def note_text(self) -> str:
+        parts = [self.notes[""]] if self.notes.get("") else []
+        order = {c: i for i, c in enumerate(COLUMN_TITLES)}
+        parts += [f"{COLUMN_TITLES.get(c, c)}: {n}"
+                  for c, n in sorted(self.notes.items(), key=lambda cn: order.get(cn[0], 99)) if c and n]
+        return "; ".join(parts)
 
 
 def verdict(value: Optional[float], op: str, threshold: float) -> str:
@@ -190,9 +263,12 @@ def fmt_bytes(n: Optional[float]) -> str:
     return f"{n / 1024 ** 2:.0f} MiB"
 
 
-def render_table(rows: list[Row]) -> str:
-    headers = ["metric", "deltaflow", "MLflow", "target", "met?"]
-    data = [[r.metric, r.deltaflow, r.mlflow, r.target, r.met] for r in rows]
+def render_table(rows: list[Row], engines: list[str]) -> str:
+    """metric | one column per engine | MLflow | target | one "met?" column per engine; then the notes."""
+    headers = (["metric"] + [COLUMN_TITLES[e] for e in engines] + [COLUMN_TITLES["mlflow"], "target"]
+               + [f"met? {e}" for e in engines])
+    data = [[r.metric] + [r.cells.get(e, NA) for e in engines] + [r.cells.get("mlflow", NA), r.target]
+            + [r.met.get(e, "-") for e in engines] for r in rows]
     widths = [max(len(h), *(len(d[i]) for d in data)) if data else len(h) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
@@ -200,7 +276,7 @@ def render_table(rows: list[Row]) -> str:
 
     out = [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(d) for d in data]
-    notes = [f"  [{r.metric}] {r.note}" for r in rows if r.note]
+    notes = [f"  [{r.metric}] {r.note_text()}" for r in rows if r.note_text()]
     if notes:
         out += ["", "notes:", *notes]
     return "\n".join(out)
@@ -231,11 +307,33 @@ class Results:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.path = os.path.join(RESULTS_DIR, f"tracking-{stamp}.json")
         self.rows: list[Row] = []
+        self._index: dict[tuple[str, str], Row] = {}
         self.meta: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "mode": mode, "argv": argv,
                                      "sizes": sizes, "environment": environment(), "errors": {}, "extra": {}}
 
-    def add(self, row: Row) -> Row:
-        self.rows.append(row)
+    def put(self, key: str, metric: str, column: Optional[str] = None, value: Optional[str] = None, *,
+            target: Optional[str] = None, met: Optional[str] = None, raw: Any = None,
+            note: Optional[str] = None) -> Row:
+        """Set one cell of the row ``(key, metric)``, creating the row on first use, then save the JSON.
+
+        Rows are found by their label, so each engine (and MLflow) fills its own column of a shared row.
+        ``column`` None addresses the row itself (a row-wide ``note`` or ``raw``).
+        """
+        row = self._index.get((key, metric))
+        if row is None:
+            row = self._index[(key, metric)] = Row(key, metric)
+            self.rows.append(row)
+        col = column or ""
+        if column is not None and value is not None:
+            row.cells[column] = value
+        if target is not None:
+            row.target = target
+        if met is not None and column is not None:
+            row.met[column] = met
+        if raw is not None:
+            row.raw[col] = raw
+        if note:
+            row.notes[col] = note
         self.save()
         return row
 
