@@ -88,9 +88,13 @@ def save_model(spark_model: Any, path: str, *, signature: Any = None, input_exam
     flavor = {"pyspark_version": pyspark.__version__, "model_data": _DATA, "code": None,
               "model_class": f"{cls.__module__}.{cls.__name__}"}
     pyfunc = {"loader_module": "mlflow.spark", "data": _DATA}
-    # No predict for output inference: it would cost a Spark job per log_model.
+    def predict(example: Any, _dir: str) -> Any:
+        # One small Spark job on the example rows, as MLflow does, to describe the outputs; as an
+        # array so the output is one unnamed column, as in MLflow's signature.
+        return _SparkImpl(spark_model).predict(example).to_numpy()
+
     return save_model_dir(path, flavor=FLAVOR_NAME, flavor_conf=flavor, pyfunc_conf=pyfunc, write_data=write,
-                          libraries=["pyspark"], signature=signature, input_example=input_example,
+                          libraries=["pyspark"], signature=signature, input_example=input_example, predict=predict,
                           metadata=metadata, mlflow_model=mlflow_model, pip_requirements=pip_requirements,
                           extra_pip_requirements=extra_pip_requirements)
 

@@ -62,6 +62,7 @@ def test_pipeline_log_and_load_by_runs_uri_and_path(store_uri, spark, pipeline_m
     spark_flavor = info.flavors["spark"]
     assert spark_flavor["model_class"] == "pyspark.ml.pipeline.PipelineModel"
     assert spark_flavor["model_data"] == "sparkml"
+    assert info.signature.outputs.to_dict() == [{"type": "double", "required": True}]  # as MLflow infers it
 
     loaded = deltaflow.spark.load_model(info.model_uri)
     assert isinstance(loaded, PipelineModel) and len(loaded.stages) == 3
