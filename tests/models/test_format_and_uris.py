@@ -301,3 +301,18 @@ def test_flavors_are_lazy_attributes_of_the_package():
 
     assert deltaflow.sklearn.FLAVOR_NAME == "sklearn" and deltaflow.pyfunc.FLAVOR_NAME == "python_function"
     assert deltaflow.spark.FLAVOR_NAME == "spark" and deltaflow.models.Model is Model
+
+
+def test_unknown_loader_module_is_a_missing_dependency(tmp_path):
+    import deltaflow.pyfunc
+    from deltaflow.errors import MissingDependency
+
+    model = Model().add_flavor("python_function", loader_module="mlflow.not_a_flavor_xyz")
+    model.save(str(tmp_path / "MLmodel"))
+    with pytest.raises(MissingDependency, match="'mlflow.not_a_flavor_xyz', which is not installed"):
+        deltaflow.pyfunc.load_model(str(tmp_path))
+    no_pyfunc = tmp_path / "spark_only"
+    no_pyfunc.mkdir()
+    Model().add_flavor("spark", model_data="sparkml").save(str(no_pyfunc / "MLmodel"))
+    with pytest.raises(InvalidArgument, match="has no python_function flavor"):
+        deltaflow.pyfunc.load_model(str(no_pyfunc))
