@@ -79,6 +79,28 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+LEAN = textwrap.dedent("""
+    import sys
+    import deltaflow as mlflow
+    with mlflow.start_run():
+        for step in range(10):
+            mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+    mlflow.flush()
+    found = mlflow.search_runs(filter_string="metrics.loss < 0.5", output_format="list")
+    assert len(found) == 1, found
+    heavy = sorted(m for m in ("pandas", "pyarrow.compute", "pyarrow.dataset", "pyspark") if m in sys.modules)
+    print("HEAVY", heavy)
+""")
+
+
+def test_a_logging_script_loads_no_heavy_modules(no_spark_path, tmp_path):
+    """What keeps a ten-metric script under a second: no pandas (pyarrow's pandas probe is avoided),
+    no pyarrow.compute on the write path, no pyarrow.dataset, no Spark. Searching needs compute."""
+    proc = _run(no_spark_path, tmp_path, "-c", LEAN)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "HEAVY ['pyarrow.compute']" in proc.stdout, proc.stdout
+
+
 def test_log_search_and_cli_without_spark(no_spark_path, tmp_path):
     proc = _run(no_spark_path, tmp_path, "-c", SCRIPT)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import numpy as np
 import pandas as pd
@@ -61,11 +60,8 @@ def allow_mlflow_pickles(monkeypatch):
 @rust_only
 def test_sklearn_log_and_load_by_runs_uri_and_path(store_uri, sk_model, tmp_path):
     expected = sk_model.predict(X)
-    start = time.perf_counter()
     with deltaflow.start_run() as run:
         info = deltaflow.sklearn.log_model(sk_model, name="model", input_example=X.head(3))
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, f"sklearn log_model took {elapsed:.2f}s (target < 1 s)"
     run_id = run.info.run_id
     assert info.model_uri == f"runs:/{run_id}/model" and info.run_id == run_id
     assert [c.name for c in info.signature.inputs] == ["a", "b"]

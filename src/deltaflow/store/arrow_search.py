@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deltaflow.errors import InvalidArgument
+from deltaflow.store import _arrow
 from deltaflow.store.engine import RUN_STATE_COLUMNS, Engine, RunQuery, Where
 from deltaflow.store.schema import TABLES
 
@@ -46,7 +47,7 @@ def _segments(sorted_ids: Any) -> "tuple[np.ndarray, np.ndarray]":
 
     n = len(sorted_ids)
     ids = sorted_ids.combine_chunks() if isinstance(sorted_ids, pa.ChunkedArray) else sorted_ids
-    change = np.asarray(pc.not_equal(ids.slice(0, n - 1), ids.slice(1)).to_numpy(zero_copy_only=False), dtype=bool)
+    change = _arrow.to_numpy(pc.not_equal(ids.slice(0, n - 1), ids.slice(1)), bool)
     starts = np.concatenate(([0], np.flatnonzero(change) + 1))
     ends = np.concatenate((starts[1:] - 1, [n - 1]))
     return starts, ends
@@ -56,7 +57,7 @@ def _last_valid(column: Any, starts: "np.ndarray") -> "np.ndarray":
     """Per segment, the row of the last non-null value (-1 when all are null)."""
     import numpy as np
 
-    valid = np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False), dtype=bool)
+    valid = _arrow.to_numpy(pc.is_valid(column), bool)
     rows = np.where(valid, np.arange(len(valid)), -1)
     return np.maximum.reduceat(rows, starts)
 
@@ -66,17 +67,16 @@ def _segment_max(column: Any, starts: "np.ndarray") -> pa.Array:
     import numpy as np
 
     low = np.iinfo(np.int64).min
-    values = np.asarray(pc.fill_null(column, low).to_numpy(zero_copy_only=False), dtype=np.int64)
+    values = _arrow.to_numpy(pc.fill_null(column, _arrow.scalar(low, pa.int64())), np.int64)
     best = np.maximum.reduceat(values, starts)
-    return pa.array(best, pa.int64(), mask=best == low)
+    return _arrow.from_numpy(best, pa.int64(), best == low)
 
 
 def _take(column: Any, rows: "np.ndarray") -> Any:
     """column[rows], NULL where rows is -1."""
     import numpy as np
 
-    indices = pa.array(np.where(rows < 0, 0, rows), pa.int64(), mask=rows < 0)
-    return column.take(indices)
+    return column.take(_arrow.from_numpy(np.where(rows < 0, 0, rows), pa.int64(), rows < 0))
 
 
 def _sorted(events: pa.Table, *keys: str) -> pa.Table:
@@ -87,33 +87,37 @@ def fold_runs_state(events: pa.Table) -> pa.Table:
     """Latest non-null attribute per run by (event_time, seq); the max heartbeat."""
     schema = _state_schema()
     if events.num_rows == 0:
-        return schema.empty_table()
+        return _arrow.empty_table(schema)
     ordered = _sorted(events, "run_id", "event_time", "seq")
     starts, ends = _segments(ordered["run_id"])
     columns = {"run_id": _take(ordered["run_id"], starts), "experiment_id": _take(ordered["experiment_id"], starts)}
     for name in _RUN_LAST:
         columns[name] = _take(ordered[name], _last_valid(ordered[name], starts))
     columns["heartbeat_time"] = _segment_max(ordered["heartbeat_time"], starts)
-    return pa.table({c: columns[c] for c in RUN_STATE_COLUMNS}).cast(schema)
+    return pa.Table.from_arrays([columns[c] for c in RUN_STATE_COLUMNS], names=list(RUN_STATE_COLUMNS)).cast(schema)
+
+
+def _pairs(run_ids: Any, values: Any) -> pa.Table:
+    return pa.Table.from_arrays([run_ids, values], names=["run_id", "value"])
 
 
 def _fold_first_or_last(events: pa.Table, how: str) -> pa.Table:
     """(run_id, value): the first (params) or last (tags, NULL kept as a deletion) value by event order."""
     if events.num_rows == 0:
-        return pa.table({"run_id": pa.array([], pa.string()), "value": pa.array([], pa.string())})
+        return _pairs(_arrow.array([], pa.string()), _arrow.array([], pa.string()))
     ordered = _sorted(events, "run_id", "event_time", "seq")
     starts, ends = _segments(ordered["run_id"])
     rows = starts if how == "first" else ends
-    return pa.table({"run_id": _take(ordered["run_id"], rows), "value": _take(ordered["value"], rows)})
+    return _pairs(_take(ordered["run_id"], rows), _take(ordered["value"], rows))
 
 
 def _fold_latest_metric(events: pa.Table) -> pa.Table:
     """(run_id, value) of the max by (step, timestamp, value); pyarrow sorts NaN above numbers."""
     if events.num_rows == 0:
-        return pa.table({"run_id": pa.array([], pa.string()), "value": pa.array([], pa.float64())})
+        return _pairs(_arrow.array([], pa.string()), _arrow.array([], pa.float64()))
     ordered = _sorted(events, "run_id", "step", "timestamp", "value")
     starts, ends = _segments(ordered["run_id"])
-    return pa.table({"run_id": _take(ordered["run_id"], ends), "value": _take(ordered["value"], ends)})
+    return _pairs(_take(ordered["run_id"], ends), _take(ordered["value"], ends))
 
 
 def key_values(engine: Engine, entity: str, key: str, experiment_ids: tuple[str, ...]) -> pa.Table:
@@ -132,6 +136,8 @@ def key_values(engine: Engine, entity: str, key: str, experiment_ids: tuple[str,
 def compare(values: Any, op: str, value: Any) -> Any:
     """A boolean mask (NULL where the value is NULL, which filtering drops, as SQL does)."""
     is_float = pa.types.is_floating(values.type)
+    if op in ("=", "!=", ">", ">=", "<", "<="):
+        value = _arrow.scalar(float(value) if is_float else value, values.type)
     if op == "=":
         return pc.equal(values, value)
     if op == "!=":
@@ -149,9 +155,9 @@ def compare(values: Any, op: str, value: Any) -> Any:
     if op == "ILIKE":
         return pc.match_like(values, value, ignore_case=True)
     if op in ("IN", "NOT IN"):
-        inside = pc.is_in(values, value_set=pa.array(list(value), values.type))
+        inside = pc.is_in(values, value_set=_arrow.array(list(value), values.type))
         # is_in answers false for NULL; SQL answers NULL (no match) for both IN and NOT IN.
-        inside = pc.if_else(pc.is_valid(values), inside, pa.scalar(None, pa.bool_()))
+        inside = pc.if_else(pc.is_valid(values), inside, _arrow.scalar(None, pa.bool_()))
         return inside if op == "IN" else pc.invert(inside)
     if op == "IS NULL":
         return pc.is_null(values)
@@ -161,7 +167,7 @@ def compare(values: Any, op: str, value: Any) -> Any:
 
 
 def _keep_ids(state: pa.Table, ids: Any, *, inside: bool) -> pa.Table:
-    mask = pc.is_in(state["run_id"], value_set=pa.array(ids, pa.string()) if not isinstance(ids, pa.Array) else ids)
+    mask = pc.is_in(state["run_id"], value_set=ids)
     return state.filter(mask if inside else pc.invert(mask))
 
 
@@ -193,9 +199,9 @@ def _sort_keys(column: Any, ascending: bool) -> "list[np.ndarray]":
     import numpy as np
 
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    nulls = np.asarray(pc.is_null(array).to_numpy(zero_copy_only=False), dtype=np.int8)
+    nulls = _arrow.to_numpy(pc.is_null(array), np.int8)
     # Dense rank of the values: NaN ranks above every number, like Spark's ordering.
-    ranks = np.asarray(pc.rank(array, sort_keys="ascending", tiebreaker="dense").to_numpy(), dtype=np.int64)
+    ranks = _arrow.to_numpy(pc.rank(array, sort_keys="ascending", tiebreaker="dense"), np.int64)
     return [nulls, ranks if ascending else -ranks]
 
 
@@ -205,7 +211,8 @@ def search_state(engine: Engine, query: RunQuery) -> tuple[pa.Table, "np.ndarray
 
     events = engine.read("runs", Where.of(experiment_id=list(query.experiment_ids)))
     state = fold_runs_state(events)
-    state = state.filter(pc.is_in(state["lifecycle_stage"], value_set=pa.array(list(query.lifecycle_stages))))
+    stages = _arrow.array(list(query.lifecycle_stages), pa.string())
+    state = state.filter(pc.is_in(state["lifecycle_stage"], value_set=stages))
     for clause in query.clauses:
         state = _apply_clause(engine, state, clause, query)
     if state.num_rows == 0:
@@ -230,4 +237,4 @@ def search_run_ids(engine: Engine, query: RunQuery) -> list[str]:
     state, order_index = search_state(engine, query)
     end = None if query.limit is None else query.offset + query.limit
     chosen = order_index[query.offset:end]
-    return state["run_id"].take(pa.array(chosen, pa.int64())).to_pylist() if len(chosen) else []
+    return state["run_id"].take(_arrow.from_numpy(chosen, pa.int64())).to_pylist() if len(chosen) else []

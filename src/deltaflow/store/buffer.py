@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from deltaflow.errors import StorageError
 from deltaflow.store.engine import Engine
+from deltaflow.store import _arrow
 from deltaflow.store.fold import metric_order
 from deltaflow.store.schema import TABLES
 
@@ -72,11 +73,11 @@ class _Batch:
                     for (run_id, key), (exp_id, value, step, ts) in self.latest.items():
                         for n, v in zip(names, (run_id, exp_id, key, value, step, ts)):
                             data[n].append(v)
-                    out[table] = pa.table(data, schema=TABLES[table].schema)
+                    out[table] = _arrow.table(data, TABLES[table].schema)
                 continue
             cols = self.columns.get(table)
             if cols and next(iter(cols.values())):
-                out[table] = pa.table(cols, schema=TABLES[table].schema)
+                out[table] = _arrow.table(cols, TABLES[table].schema)
         return out
 
 

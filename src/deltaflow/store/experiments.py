@@ -11,10 +11,9 @@ import time
 import uuid
 from typing import Any, Optional, Sequence
 
-import pyarrow as pa
-
 from deltaflow.entities import Experiment, LifecycleStage, ViewType
 from deltaflow.errors import AlreadyExists, InvalidArgument, NotFound
+from deltaflow.store import _arrow
 from deltaflow.store.engine import Where
 from deltaflow.store.fold import fold_experiments, fold_runs, fold_tags
 from deltaflow.store.schema import TABLES
@@ -42,7 +41,7 @@ class ExperimentsMixin:
         raise NotImplementedError
 
     def _insert_experiment_event(self, row: dict[str, Any], key: str) -> bool:
-        data = pa.Table.from_pylist([row], schema=TABLES["experiments"].schema)
+        data = _arrow.table_from_pylist([row], TABLES["experiments"].schema)
         return self.engine.insert_if_absent("experiments", data, [key])
 
     def create_experiment(self, name: str, artifact_location: Optional[str] = None,
@@ -66,8 +65,8 @@ class ExperimentsMixin:
 
     def _append_experiment_tags(self, experiment_id: str, tags: Sequence[tuple[str, Optional[str]]]) -> None:
         event = self._event()
-        data = pa.Table.from_pylist([{"experiment_id": experiment_id, "key": k, "value": v, **event} for k, v in tags],
-                                    schema=TABLES["experiment_tags"].schema)
+        data = _arrow.table_from_pylist([{"experiment_id": experiment_id, "key": k, "value": v, **event} for k, v in tags],
+                                        TABLES["experiment_tags"].schema)
         self.engine.append("experiment_tags", data, app_id=f"exp-{uuid.uuid4().hex}", version=1)
         self._experiment_cache.pop(experiment_id, None)
 
@@ -129,8 +128,8 @@ class ExperimentsMixin:
             raise InvalidArgument(f"experiment {experiment_id!r} is already {stage}")
         self.flush()  # type: ignore[attr-defined]
         event = self._event()
-        data = pa.Table.from_pylist([{"experiment_id": experiment_id, "lifecycle_stage": stage, **event}],
-                                    schema=TABLES["experiments"].schema)
+        data = _arrow.table_from_pylist([{"experiment_id": experiment_id, "lifecycle_stage": stage, **event}],
+                                        TABLES["experiments"].schema)
         self.engine.append("experiments", data, app_id=f"exp-{uuid.uuid4().hex}", version=1)
         # MLflow deletes/restores the experiment's runs with it.
         runs = list(fold_runs(self.engine.read("runs", Where.of(experiment_id=experiment_id),

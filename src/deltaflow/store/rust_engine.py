@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from deltaflow.config import StoreLocation, settings
 from deltaflow.errors import InvalidArgument, InvalidState, MissingDependency, StorageError
+from deltaflow.store import _arrow
 from deltaflow.store.engine import Engine, RunQuery, Where, retry_conflicts
 from deltaflow.store.schema import TABLE_PROPERTIES, TABLES, TableSpec
 
@@ -95,18 +96,21 @@ def arrow_mask(table: pa.Table, where: Where) -> Any:
     mask = None
     for column, op, value in where.terms:
         values = table[column]
+        if op == "in":
+            term = pc.is_in(values, value_set=_arrow.array(list(value), values.type))
+            mask = term if mask is None else pc.and_(mask, term)
+            continue
+        literal = _arrow.scalar(value, values.type)
         if op == "=":
-            term = pc.equal(values, value)
-        elif op == "in":
-            term = pc.is_in(values, value_set=pa.array(list(value), values.type))
+            term = pc.equal(values, literal)
         elif op == "<":
-            term = pc.less(values, value)
+            term = pc.less(values, literal)
         elif op == "<=":
-            term = pc.less_equal(values, value)
+            term = pc.less_equal(values, literal)
         elif op == ">":
-            term = pc.greater(values, value)
+            term = pc.greater(values, literal)
         elif op == ">=":
-            term = pc.greater_equal(values, value)
+            term = pc.greater_equal(values, literal)
         else:  # pragma: no cover - Where is built by our own code
             raise ValueError(f"unsupported Where op {op!r}")
         mask = term if mask is None else pc.and_(mask, term)
@@ -221,7 +225,7 @@ class RustEngine(Engine):
         from deltalake import CommitProperties, write_deltalake
 
         schema = TABLES[table].schema
-        data = data.select(schema.names).cast(schema)
+        data = _conform(data, schema)
         marker = f"deltaflow:{app_id}:{version}"
         lock = self._locks[table]
 
@@ -274,7 +278,7 @@ class RustEngine(Engine):
 
     def insert_if_absent(self, table: str, data: pa.Table, key_columns: Sequence[str]) -> bool:
         schema = TABLES[table].schema
-        data = data.select(schema.names).cast(schema)
+        data = _conform(data, schema)
         # Our own column names only; the values travel in the source table, never in the text.
         predicate = " AND ".join(f't."{k}" = s."{k}"' for k in key_columns)
         lock = self._locks[table]
@@ -326,25 +330,26 @@ class RustEngine(Engine):
         wanted = list(columns) if columns else schema.names
         target = pa.schema([schema.field(c) for c in wanted])
         if any(op == "in" and not value for _, op, value in where.terms):
-            return target.empty_table()  # "x IN ()" matches nothing
+            return _arrow.empty_table(target)  # "x IN ()" matches nothing
         predicate, rest = split_where(where)
         scanned = wanted + [c for c, _, _ in rest.terms if c not in wanted]
+        # Asking the stream for our declared types makes the producer cast the scan's string_view
+        # columns, so a plain read never loads pyarrow.compute (0.2-0.3 s to import).
+        scanned_schema = pa.schema([schema.field(c) for c in scanned])
         for attempt in range(3):
             try:
                 with self._locks[table]:
                     # delta-rs's own scan (DataFusion): prunes files by their statistics, and unlike
                     # pyarrow.dataset it does not drag pandas in (0.5 s of a CLI call's budget).
                     reader = self._table(table).scan(columns=scanned, predicate=predicate)
-                    data = pa.RecordBatchReader.from_stream(reader).read_all()
+                    data = pa.RecordBatchReader.from_stream(reader, schema=scanned_schema).read_all()
                 break
             except Exception as exc:  # noqa: BLE001 - retried only for vanished files
                 if attempt == 2 or not _is_missing_file(exc):
                     raise
-        # The scan yields string_view columns; cast to the declared types before filtering.
-        data = data.select(scanned).cast(pa.schema([schema.field(c) for c in scanned]))
         if rest.terms and data.num_rows:
             data = data.filter(arrow_mask(data, rest))
-        return data.select(wanted)
+        return data.select(wanted) if len(scanned) != len(wanted) else data
 
     def read_many(self, requests: dict[str, tuple[Where, Optional[Sequence[str]]]]) -> dict[str, pa.Table]:
         # Reads are a few milliseconds each and pyarrow already scans files in parallel; threads
@@ -384,6 +389,11 @@ class RustEngine(Engine):
     def history(self, table: str, limit: int = 20) -> list[dict[str, Any]]:
         with self._locks[table]:
             return list(self._table(table).history(limit))
+
+
+def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The rows with exactly the table's schema (casting loads pyarrow.compute; skip it when equal)."""
+    return data if data.schema == schema else data.select(schema.names).cast(schema)
 
 
 def _is_creation_race(exc: BaseException) -> bool:
