@@ -1,5 +1,5 @@
-"""``pip install deltaflow`` without the spark extra: logging, search and the CLI work on the rust
-engine, and every Spark feature says which extra to install.
+"""``pip install deltaflow`` without the spark extra: logging, search, non-Spark models and the CLI
+work on the rust engine, and every Spark feature says which extra to install.
 
 "Not installed" is real here, not a patched import: the child interpreter runs with ``-S`` (no site
 hooks) on a folder holding links to every installed distribution except pyspark and delta-spark.
@@ -57,9 +57,25 @@ SCRIPT = textwrap.dedent("""
         mlflow.log_dict({"k": 1}, "config.json")
     found = mlflow.search_runs(filter_string="metrics.loss < 0.2 AND params.model = 'ridge'",
                                output_format="list")
-    out = {"found": [r.info.run_id for r in found], "run_id": run.info.run_id,
+    # Non-Spark models: a scikit-learn model and a custom pyfunc model log and load without Spark.
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0]})
+    with mlflow.start_run(run_name="models"):
+        sk_info = mlflow.sklearn.log_model(LinearRegression().fit(frame, [1.0, 3.0, 5.0, 7.0]), name="lr")
+
+        class Doubler(mlflow.pyfunc.PythonModel):
+            def predict(self, context, model_input, params=None):
+                return model_input["x"] * 2
+
+        py_info = mlflow.pyfunc.log_model(name="doubler", python_model=Doubler())
+    sk_pred = [round(float(v), 6) for v in mlflow.pyfunc.load_model(sk_info.model_uri).predict(frame)]
+    py_pred = [float(v) for v in mlflow.pyfunc.load_model(py_info.model_uri).predict(frame)]
+    out = {"sk_pred": sk_pred, "py_pred": py_pred}
+    out.update({"found": [r.info.run_id for r in found], "run_id": run.info.run_id,
            "history": len(mlflow.get_metric_history(run.info.run_id, "loss")),
-           "artifacts": [f.path for f in mlflow.list_artifacts(run_id=run.info.run_id)]}
+           "artifacts": [f.path for f in mlflow.list_artifacts(run_id=run.info.run_id)]})
     errors = {}
     for label, call in [
         ("spark_output", lambda: mlflow.search_runs(output_format="spark")),
@@ -106,6 +122,7 @@ def test_log_search_and_cli_without_spark(no_spark_path, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["engine"] == "rust" and not out["pyspark_loaded"]
+    assert out["sk_pred"] == [1.0, 3.0, 5.0, 7.0] and out["py_pred"] == [0.0, 2.0, 4.0, 6.0]
     assert out["found"] == [out["run_id"]] and out["history"] == 10 and out["artifacts"] == ["config.json"]
     for label in ("spark_output", "spark_engine", "sql_views"):
         assert out["errors"][label].startswith("MissingDependency"), out["errors"]
@@ -114,7 +131,7 @@ def test_log_search_and_cli_without_spark(no_spark_path, tmp_path):
     assert "deltaflow[spark]" in out["errors"]["metastore"], out["errors"]
 
     listed = _run(no_spark_path, tmp_path, "-m", "deltaflow.cli", "runs", "list", "--experiment-name", "no-spark",
-                  "--output", "json")
+                  "--filter", "attributes.run_name = 'plain'", "--output", "json")
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert [r["info"]["run_id"] for r in json.loads(listed.stdout)] == [out["run_id"]]
 
