@@ -236,3 +236,32 @@ def test_auto_uses_the_running_spark_session_and_sticks(tmp_path, spark, monkeyp
     assert store.engine.name == "spark"  # a SparkSession is running in this process
     assert get_store(str(tmp_path / "store")) is store
     assert get_store(str(tmp_path / "store"), engine="rust") is not store  # explicit choice: its own store
+
+
+def test_like_backslashes_match_the_documented_rule_on_both_engines(tmp_path, spark):
+    """A backslash escapes only %, _ and itself; any other one (and a trailing one) is literal.
+    Spark would raise on those and Arrow would drop them, so both get a normalised pattern."""
+    import re
+
+    from deltaflow.tracking._search import like_to_regex, parse_run_filter
+
+    uri = str(tmp_path / "store")
+    writer = DeltaflowClient(uri, engine="rust")
+    exp = writer.create_experiment("like")
+    values = ["a\\b", "ab", "x\\", "x", "100%", "1000", "a_b", "axb", "back\\\\slash", "C:\\dir"]
+    for value in values:
+        run_id = writer.create_run(exp).info.run_id
+        writer.log_param(run_id, "v", value)
+    writer.flush()
+    # As written inside the quotes: "\\\\" is one backslash after parsing (so "x\\\\" ends in one).
+    patterns = ["a\\b", "x\\\\", "100\\%", "a\\_b", "%\\\\\\\\%", "C:\\d%", "%\\\\", "a_b", "%\\x%"]
+    for op in ("LIKE", "ILIKE"):
+        for pattern in patterns:
+            literal = pattern.replace("'", "''")
+            flt = f"params.v {op} '{literal}'"
+            parsed = parse_run_filter(flt)[0].value  # the quoted-string escapes decoded
+            expected = sorted(v for v in values if re.match(like_to_regex(parsed, op == "ILIKE"), v))
+            for engine in ENGINES:
+                client = DeltaflowClient(uri, engine=engine)
+                got = sorted(r.data.params["v"] for r in client.search_runs([exp], flt))
+                assert got == expected, (engine, flt)

@@ -133,6 +133,35 @@ def key_values(engine: Engine, entity: str, key: str, experiment_ids: tuple[str,
     raise InvalidArgument(f"unknown entity {entity!r}")
 
 
+def like_to_re2(pattern: str) -> str:
+    """A LIKE pattern as an anchored RE2 regex, with deltaflow's escape rule (``like_to_regex``).
+
+    Not ``pc.match_like``: Arrow rewrites ``'prefix%'`` to a starts-with test on the still-escaped
+    prefix, so ``'C:\\\\d%'`` never matches ``C:\\dir``. Every character that is not an ASCII letter or
+    digit is written as ``\\x{..}``, so no user character can act as regex syntax.
+    """
+    out = ["(?s)^"]
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and pattern[i + 1 : i + 2] in ("%", "_", "\\"):
+            ch = pattern[i + 1]
+            out.append(f"\\x{{{ord(ch):X}}}")
+            i += 2
+            continue
+        if ch == "%":
+            out.append(".*")
+        elif ch == "_":
+            out.append(".")
+        elif ch.isascii() and ch.isalnum():
+            out.append(ch)
+        else:
+            out.append(f"\\x{{{ord(ch):X}}}")
+        i += 1
+    out.append("\\z")
+    return "".join(out)
+
+
 def compare(values: Any, op: str, value: Any) -> Any:
     """A boolean mask (NULL where the value is NULL, which filtering drops, as SQL does)."""
     is_float = pa.types.is_floating(values.type)
@@ -150,10 +179,8 @@ def compare(values: Any, op: str, value: Any) -> Any:
         return pc.less(values, value)
     if op == "<=":
         return pc.less_equal(values, value)
-    if op == "LIKE":
-        return pc.match_like(values, value)
-    if op == "ILIKE":
-        return pc.match_like(values, value, ignore_case=True)
+    if op in ("LIKE", "ILIKE"):
+        return pc.match_substring_regex(values, pattern=like_to_re2(value), ignore_case=op == "ILIKE")
     if op in ("IN", "NOT IN"):
         inside = pc.is_in(values, value_set=_arrow.array(list(value), values.type))
         # is_in answers false for NULL; SQL answers NULL (no match) for both IN and NOT IN.

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from deltaflow.errors import InvalidArgument
 from deltaflow.store.engine import RunQuery, Where
+from deltaflow.tracking._search import normalize_like
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame
@@ -39,9 +40,9 @@ def _compare(column: "Column", op: str, value: Any) -> "Column":
     if op == "<=":
         return column <= F.lit(value)
     if op == "LIKE":
-        return column.like(value)
+        return column.like(normalize_like(value))
     if op == "ILIKE":
-        return column.ilike(value)
+        return column.ilike(normalize_like(value))
     if op == "IN":
         return column.isin(list(value))
     if op == "NOT IN":

@@ -34,7 +34,7 @@ __all__ = [
     "Entity", "Comparison", "OrderBy", "RUN_STRING_ATTRIBUTES", "RUN_NUMERIC_ATTRIBUTES",
     "EXPERIMENT_STRING_ATTRIBUTES", "EXPERIMENT_NUMERIC_ATTRIBUTES", "DATASET_KEYS",
     "MAX_FILTER_LENGTH", "parse_run_filter", "parse_run_order_by", "parse_experiment_filter",
-    "parse_experiment_order_by", "like_to_regex",
+    "parse_experiment_order_by", "like_to_regex", "normalize_like",
 ]  # fmt: skip
 
 Entity = Literal["metric", "param", "tag", "attribute", "dataset"]
@@ -490,6 +490,28 @@ def _regex_literal(ch: str) -> str:
     if ch.isprintable() and ch != " ":
         return "\\" + ch  # both dialects read backslash + ASCII punctuation as that literal
     return f"\\x{ord(ch):02x}"  # space and control characters, e.g. NUL
+
+
+def normalize_like(pattern: str) -> str:
+    """The same LIKE pattern with every literal backslash escaped, so engines whose LIKE rejects or
+    drops a backslash before other characters (Spark raises, Arrow drops it) match exactly what
+    :func:`like_to_regex` matches: ``\\%``, ``\\_`` and ``\\\\`` stay escapes, any other backslash
+    (including a trailing one) becomes ``\\\\``, a literal backslash."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            nxt = pattern[i + 1 : i + 2]
+            if nxt in ("%", "_", "\\"):
+                out.append(ch + nxt)
+                i += 2
+                continue
+            out.append("\\\\")
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def like_to_regex(pattern: str, case_insensitive: bool) -> str:
