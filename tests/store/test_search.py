@@ -194,7 +194,8 @@ _str = st.text(min_size=0, max_size=12)
 
 
 def _quote(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
+    # A backslash escapes inside quoted text (\\' is a quote), so a literal one is written twice.
+    return "'" + s.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 @st.composite
