@@ -93,6 +93,15 @@ class Engine(abc.ABC):
     def delete_where(self, table: str, where: Where) -> int:
         """Delete rows (used only by purging gc); returns rows deleted when known, else -1."""
 
+    def row_stored(self, table: str, data: pa.Table, key_columns: Sequence[str]) -> bool:
+        """Whether the first row of ``data`` is in the table exactly (its event_time/seq included).
+
+        After an insert_if_absent that did not insert, this tells "the key was taken by someone
+        else" from "our own earlier attempt landed but reported an error"."""
+        mine = data.to_pylist()[0]
+        stored = self.read(table, Where.of(**{k: mine[k] for k in key_columns}))
+        return any(all(row.get(k) == mine.get(k) for k in mine) for row in stored.to_pylist())
+
     def read_many(self, requests: dict[str, tuple[Where, Optional[Sequence[str]]]]) -> dict[str, pa.Table]:
         """Several filtered reads at once (engines may run them concurrently)."""
         return {table: self.read(table, where, columns) for table, (where, columns) in requests.items()}

@@ -296,9 +296,7 @@ class RustEngine(Engine):
             return True
         # Not inserted: the key was taken — possibly by our own earlier attempt whose commit landed
         # but reported an error. Our row (same event_time/seq) in the table means it was us.
-        mine = data.to_pylist()[0]
-        stored = self.read(table, Where.of(**{k: mine[k] for k in key_columns}))
-        return any(all(row.get(k) == mine.get(k) for k in mine) for row in stored.to_pylist())
+        return self.row_stored(table, data, key_columns)
 
     def delete_where(self, table: str, where: Where) -> int:
         if not where.terms:

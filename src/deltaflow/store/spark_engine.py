@@ -226,7 +226,6 @@ class SparkEngine(Engine):
         from pyspark.sql import functions as F
 
         self.ensure_tables([TABLES[table]])
-        key_values = data.select(list(key_columns)).to_pylist()[0]
 
         def attempt() -> bool:
             # The existence check and the insert are one MERGE, so Delta's conflict detection makes
@@ -245,9 +244,7 @@ class SparkEngine(Engine):
 
         retry_conflicts(attempt, is_conflict=is_conflict, attempts=30, what=f"inserting into {table}")
         # Did our row land, or was the key taken? Compare the stored row's seq/event marker.
-        stored = self.read(table, Where.of(**key_values))
-        mine = data.to_pylist()[0]
-        return any(all(row.get(k) == mine.get(k) for k in mine) for row in stored.to_pylist())
+        return self.row_stored(table, data, key_columns)
 
     def delete_where(self, table: str, where: Where) -> int:
         if not where.terms:
