@@ -12,11 +12,8 @@ from deltaflow.models.model import Model, ModelInfo
 from deltaflow.models.schema import ColSpec, ModelSignature, ParamSchema, ParamSpec, Schema, TensorSpec
 from deltaflow.models.uri import (
     ModelUri,
-    RegistryUnavailable,
     download_model,
     parse_model_uri,
-    set_model_registrar,
-    set_registry_resolver,
 )
 
 __all__ = [
@@ -27,12 +24,9 @@ __all__ = [
     "ModelUri",
     "ParamSchema",
     "ParamSpec",
-    "RegistryUnavailable",
     "Schema",
     "TensorSpec",
     "download_model",
     "infer_signature",
     "parse_model_uri",
-    "set_model_registrar",
-    "set_registry_resolver",
 ]

@@ -114,7 +114,6 @@ def log_model_dir(save: Callable[..., Model], *, name: Optional[str], artifact_p
     """Save with ``save(path, mlflow_model=..., **save_kwargs)`` to a temp dir, log it under the run,
     record the history tag, and (when asked) register it."""
     from deltaflow.artifacts import validate_artifact_path
-    from deltaflow.models.uri import get_model_registrar
     from deltaflow.tracking import fluent
 
     if name is not None and artifact_path is not None and name != artifact_path:
@@ -122,9 +121,10 @@ def log_model_dir(save: Callable[..., Model], *, name: Optional[str], artifact_p
     rel = validate_artifact_path(name or artifact_path or "model")
     if rel is None:
         raise InvalidArgument("the model name must be a non-empty relative path such as 'model'")
-    registrar = None
     if registered_model_name is not None:
-        registrar = get_model_registrar()  # raises before anything is written when there is no registry
+        from deltaflow.registry._rules import check_model_name
+
+        check_model_name(registered_model_name)  # a bad name fails before anything is written
     client = fluent._client()
     run_id = run_id or fluent._run_id_or_start()
     model = Model(artifact_path=rel, run_id=run_id)
@@ -141,8 +141,8 @@ def log_model_dir(save: Callable[..., Model], *, name: Optional[str], artifact_p
     if len(text) <= _TAG_LIMIT:
         client.set_tag(run_id, LOG_MODEL_HISTORY_TAG, text)
     info = ModelInfo(model, f"runs:/{run_id}/{rel}")
-    if registrar is not None:
-        info.registered_model_version = registrar(info.model_uri, registered_model_name)
+    if registered_model_name is not None:
+        info.registered_model_version = client.register_model(info.model_uri, registered_model_name).version
     return info
 
 

@@ -5,24 +5,21 @@ Forms: ``runs:/<run_id>/<path>``, ``models:/<name>/<version>``, ``models:/<name>
 (FUSE) and storage URIs (``dbfs:/``, ``s3a://``, ``abfss://``, ``gs://``, ``hdfs://``). A malformed URI
 gets an InvalidArgument naming the part that is wrong.
 
-``models:/`` URIs need the model registry. It plugs in through :func:`set_registry_resolver`: a
-function that turns a parsed ``models:/`` URI into another model URI (typically ``runs:/…`` or a
-storage path). Until one is registered, such URIs raise :class:`RegistryUnavailable`.
+``models:/`` URIs resolve through the model registry of the tracking store (``deltaflow.registry``)
+to the registry's own copy of that version.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import threading
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 from urllib.parse import unquote, urlparse
 
 from deltaflow.errors import InvalidArgument, InvalidState, NotFound
 
-__all__ = ["ModelUri", "parse_model_uri", "download_model", "set_registry_resolver", "set_model_registrar",
-           "get_model_registrar", "RegistryUnavailable", "STAGES"]
+__all__ = ["ModelUri", "parse_model_uri", "download_model", "STAGES"]
 
 STAGES = ("None", "Staging", "Production", "Archived")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
@@ -34,13 +31,6 @@ _ALIAS = re.compile(r"^[A-Za-z0-9_\-]+$")
 _STORAGE_SCHEMES = ("dbfs", "s3", "s3a", "s3n", "abfss", "abfs", "wasbs", "gs", "hdfs")
 _FORMS = ("runs:/<run_id>/<path>, models:/<name>/<version|stage|latest>, models:/<name>@<alias>, "
           "a local path, file:///…, /Volumes/…, dbfs:/…")
-
-
-class RegistryUnavailable(InvalidState):
-    """A ``models:/`` URI was used but no model registry is available to resolve it."""
-
-    error_code = "FEATURE_DISABLED"
-    http_status = 501
 
 
 @dataclass(frozen=True)
@@ -158,49 +148,30 @@ def parse_model_uri(uri: str) -> ModelUri:
 
 
 # -- resolution ----------------------------------------------------------------------------
-_resolver_lock = threading.Lock()
-_registry_resolver: Optional[Callable[[ModelUri], str]] = None
+def _resolve_models(parsed: ModelUri, tracking_uri: Optional[str]) -> str:
+    """The registry's copy of the model a ``models:/`` URI names (NotFound names what is missing)."""
+    from deltaflow.tracking.client import DeltaflowClient
 
-
-def set_registry_resolver(resolver: Optional[Callable[[ModelUri], str]]) -> None:
-    """Install (or with None remove) the function that maps a ``models:/`` URI to a model URI.
-
-    The model registry calls this when it is imported; nothing else should need to.
-    """
-    global _registry_resolver
-    with _resolver_lock:
-        _registry_resolver = resolver
-
-
-_model_registrar: Optional[Callable[[str, str], int]] = None
-
-
-def set_model_registrar(registrar: Optional[Callable[[str, str], int]]) -> None:
-    """Install the function ``(model_uri, name) -> version`` behind ``log_model(registered_model_name=)``."""
-    global _model_registrar
-    with _resolver_lock:
-        _model_registrar = registrar
-
-
-def get_model_registrar() -> Callable[[str, str], int]:
-    registrar = _model_registrar
-    if registrar is None:
-        raise RegistryUnavailable("registered_model_name= needs the model registry, which is not available "
-                                  "in this build of deltaflow; log the model without it (nothing was written)")
-    return registrar
-
-
-def _resolve_models(parsed: ModelUri) -> str:
-    resolver = _registry_resolver
-    if resolver is None:
-        raise RegistryUnavailable(
-            f"cannot load {parsed.uri!r}: models:/ URIs need the model registry, which is not available in "
-            "this build of deltaflow. Load the model by its runs:/<run_id>/<path> URI or its path instead.")
-    target = resolver(parsed)
-    if not isinstance(target, str) or target.startswith("models:"):
-        raise InvalidState(f"the model registry resolved {parsed.uri!r} to {target!r}, which is not a "
-                           "runs:/ URI or a storage location")
-    return target
+    client = DeltaflowClient(tracking_uri)
+    name = parsed.name or ""
+    if parsed.version is not None:
+        version = client.get_model_version(name, parsed.version)
+    elif parsed.alias is not None:
+        version = client.get_model_version_by_alias(name, parsed.alias)
+    elif parsed.stage is not None:
+        found = client.get_latest_versions(name, [parsed.stage])
+        if not found:
+            raise NotFound(f"cannot load {parsed.uri!r}: registered model {name!r} has no version in stage "
+                           f"{parsed.stage}")
+        version = found[0]
+    else:  # latest: the highest version number, whatever its stage (MLflow's meaning)
+        found = client.get_latest_versions(name)  # newest per stage; the newest of those is the newest
+        if not found:
+            raise NotFound(f"cannot load {parsed.uri!r}: registered model {name!r} has no versions")
+        version = max(found, key=lambda v: v.version)
+    if not version.storage_location:
+        raise InvalidState(f"{parsed.uri!r} resolved to version {version.version} of {name!r}, which has no stored copy")
+    return version.storage_location
 
 
 def download_model(uri: str, dst_path: Optional[str] = None, *, tracking_uri: Optional[str] = None) -> str:
@@ -211,7 +182,7 @@ def download_model(uri: str, dst_path: Optional[str] = None, *, tracking_uri: Op
     """
     parsed = parse_model_uri(uri)
     if parsed.kind == "models":
-        return download_model(_resolve_models(parsed), dst_path, tracking_uri=tracking_uri)
+        return download_model(_resolve_models(parsed, tracking_uri), dst_path, tracking_uri=tracking_uri)
     if parsed.kind == "runs":
         from deltaflow.tracking.client import DeltaflowClient
 

@@ -6,7 +6,6 @@ MERGE that makes names unique across concurrent writers) and searched in Python 
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from typing import Any, Optional, Sequence
@@ -218,25 +217,6 @@ def _sort_key(value: Any) -> tuple:
 
 
 def _matches(clause: Any, experiment: Experiment) -> bool:
-    from deltaflow.tracking._search import like_to_regex
+    from deltaflow.tracking._search import evaluate
 
-    value = _attr(experiment, clause.entity, clause.key)
-    op, target = clause.op, clause.value
-    if op == "IS NULL":
-        return value is None
-    if op == "IS NOT NULL":
-        return value is not None
-    if value is None:
-        return False
-    if op in ("LIKE", "ILIKE"):
-        return re.match(like_to_regex(target, op == "ILIKE"), str(value), re.S) is not None
-    if op == "IN":
-        return value in target
-    if op == "NOT IN":
-        return value not in target
-    ops = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b,
-           ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b}
-    try:
-        return ops[op](value, target)
-    except TypeError:
-        return False
+    return evaluate(_attr(experiment, clause.entity, clause.key), clause)

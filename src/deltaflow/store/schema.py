@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-__all__ = ["TableSpec", "TABLES", "TABLE_PROPERTIES", "SCHEMA_VERSION", "SCHEMA_VERSION_PROPERTY", "spec"]
+__all__ = ["TableSpec", "TABLES", "TRACKING_TABLES", "TABLE_PROPERTIES", "SCHEMA_VERSION", "SCHEMA_VERSION_PROPERTY", "spec"]
 
 SCHEMA_VERSION = 1
 SCHEMA_VERSION_PROPERTY = "deltaflow.schemaVersion"
@@ -124,8 +124,44 @@ TABLES: dict[str, TableSpec] = {
             ),
             zorder_by=("experiment_id",),
         ),
+        TableSpec(
+            # The model registry's log: one row per change, revisions dense from 1. A writer claims
+            # revision n+1 with a conflict-checked MERGE, so changes are serialised across processes;
+            # the current registry is the fold of the log, and the log is the audit trail.
+            "registry_events",
+            _schema(
+                ("revision", L, False),
+                ("event_id", S, False),
+                ("event_time", L, False),
+                ("user_id", S, False),
+                ("action", S, False),
+                ("name", S, True),
+                ("version", L, True),
+                ("from_stage", S, True),
+                ("to_stage", S, True),
+                ("comment", S, True),
+                ("details", S, True),  # JSON: everything else the fold needs
+            ),
+        ),
+        TableSpec(
+            # One row per webhook delivery attempt (blind appends; never in the registry's critical path).
+            "webhook_deliveries",
+            _schema(
+                ("delivery_id", S, False),
+                ("webhook_id", S, False),
+                ("event", S, False),
+                ("revision", L, False),
+                ("attempt", L, False),
+                ("status", S, False),
+                ("http_status", L, True),
+                ("error", S, True),
+                ("event_time", L, False),
+            ),
+        ),
     )
 }
+
+TRACKING_TABLES = tuple(t for t in TABLES if t not in ("registry_events", "webhook_deliveries"))
 
 
 def spec(name: str) -> TableSpec:

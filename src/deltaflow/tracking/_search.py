@@ -34,7 +34,8 @@ __all__ = [
     "Entity", "Comparison", "OrderBy", "RUN_STRING_ATTRIBUTES", "RUN_NUMERIC_ATTRIBUTES",
     "EXPERIMENT_STRING_ATTRIBUTES", "EXPERIMENT_NUMERIC_ATTRIBUTES", "DATASET_KEYS",
     "MAX_FILTER_LENGTH", "parse_run_filter", "parse_run_order_by", "parse_experiment_filter",
-    "parse_experiment_order_by", "like_to_regex", "normalize_like",
+    "parse_experiment_order_by", "like_to_regex", "normalize_like", "parse_registered_model_filter",
+    "parse_registered_model_order_by", "parse_model_version_filter", "parse_model_version_order_by", "evaluate",
 ]  # fmt: skip
 
 Entity = Literal["metric", "param", "tag", "attribute", "dataset"]
@@ -121,6 +122,21 @@ _EXPERIMENTS = _Grammar(
     "experiment", _EXPERIMENT_PREFIXES, EXPERIMENT_STRING_ATTRIBUTES, EXPERIMENT_NUMERIC_ATTRIBUTES,
     list_attrs=("experiment_id",), null_entities=("tag",), order_entities=("attribute",),
     prefix_hint="attribute., tags.",
+)  # fmt: skip
+
+# MLflow's SearchModelUtils / SearchModelVersionUtils keys, plus the stage and creator, which the
+# Databricks registry lets users filter on.
+_REGISTERED_MODELS = _Grammar(
+    "registered model", _EXPERIMENT_PREFIXES, ("name", "user_id"),
+    ("creation_timestamp", "last_updated_timestamp"), list_attrs=("name",), null_entities=("tag",),
+    order_entities=("attribute",), prefix_hint="tags.",
+    aliases={"timestamp": "last_updated_timestamp"},
+)  # fmt: skip
+_MODEL_VERSIONS = _Grammar(
+    "model version", _EXPERIMENT_PREFIXES, ("name", "run_id", "source_path", "current_stage", "user_id"),
+    ("version_number", "creation_timestamp", "last_updated_timestamp"), list_attrs=("name", "run_id"),
+    null_entities=("tag",), order_entities=("attribute",), prefix_hint="tags.",
+    aliases={"timestamp": "last_updated_timestamp", "source": "source_path", "stage": "current_stage"},
 )  # fmt: skip
 
 
@@ -479,6 +495,59 @@ def parse_experiment_filter(text: str | None) -> tuple[Comparison, ...]:
 def parse_experiment_order_by(items: list[str] | None) -> tuple[OrderBy, ...]:
     """Parse ``search_experiments`` order_by items (attributes only)."""
     return _parse_order_by(items, _EXPERIMENTS)
+
+
+def parse_registered_model_filter(text: str | None) -> tuple[Comparison, ...]:
+    """Parse a ``search_registered_models`` filter (``name``, ``tags.<key>``, timestamps)."""
+    return _parse_filter(text, _REGISTERED_MODELS)
+
+
+def parse_registered_model_order_by(items: list[str] | None) -> tuple[OrderBy, ...]:
+    return _parse_order_by(items, _REGISTERED_MODELS)
+
+
+def parse_model_version_filter(text: str | None) -> tuple[Comparison, ...]:
+    """Parse a ``search_model_versions`` filter (``name``, ``run_id``, ``version_number``, ...)."""
+    return _parse_filter(text, _MODEL_VERSIONS)
+
+
+def parse_model_version_order_by(items: list[str] | None) -> tuple[OrderBy, ...]:
+    return _parse_order_by(items, _MODEL_VERSIONS)
+
+
+def evaluate(value: object, clause: Comparison) -> bool:
+    """Whether a Python value satisfies one clause (for searches over folded in-memory state)."""
+    import re
+
+    op, target = clause.op, clause.value
+    if op == "IS NULL":
+        return value is None
+    if op == "IS NOT NULL":
+        return value is not None
+    if value is None:
+        return False
+    if op in ("LIKE", "ILIKE"):
+        return re.match(like_to_regex(str(target), op == "ILIKE"), str(value), re.S) is not None
+    if op == "IN":
+        return value in target  # type: ignore[operator]
+    if op == "NOT IN":
+        return value not in target  # type: ignore[operator]
+    try:
+        if op == "=":
+            return value == target
+        if op == "!=":
+            return value != target
+        if op == ">":
+            return value > target  # type: ignore[operator]
+        if op == ">=":
+            return value >= target  # type: ignore[operator]
+        if op == "<":
+            return value < target  # type: ignore[operator]
+        if op == "<=":
+            return value <= target  # type: ignore[operator]
+    except TypeError:
+        return False
+    raise ValueError(f"unknown comparator {op!r}")  # pragma: no cover - the parser emits only the above
 
 
 def _regex_literal(ch: str) -> str:

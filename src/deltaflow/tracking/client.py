@@ -27,6 +27,7 @@ from deltaflow.entities import (
     ViewType,
 )
 from deltaflow.errors import InvalidArgument, MissingDependency
+from deltaflow.registry.client import RegistryClientMixin
 
 if TYPE_CHECKING:  # pragma: no cover
     from deltaflow.store.tracking_store import TrackingStore
@@ -36,8 +37,8 @@ SEARCH_MAX_RESULTS = 50_000  # MLflow's page-size ceiling
 __all__ = ["DeltaflowClient", "MlflowClient"]
 
 
-class DeltaflowClient:
-    """Explicit-id tracking client (``MlflowClient`` is an alias, for porting)."""
+class DeltaflowClient(RegistryClientMixin):
+    """Explicit-id tracking and registry client (``MlflowClient`` is an alias, for porting)."""
 
     def __init__(self, tracking_uri: Optional[str] = None, registry_uri: Optional[str] = None, *,
                  engine: Optional[str] = None) -> None:

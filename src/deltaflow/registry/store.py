@@ -1,0 +1,236 @@
+"""The registry store: its event log on the store's engine, serialised changes, model copies.
+
+Every change is one row of ``registry_events``. A writer folds the log up to revision n, decides the
+change against that state (validating input and permissions, so a refused change writes nothing),
+and claims revision n+1 with the engine's conflict-checked insert. Losing the claim means another
+writer changed the registry first: fold its change and decide again. Version numbers, name
+uniqueness, "one version per alias" and "archive the other Production versions" are therefore
+decided on an up-to-date state by exactly one writer at a time, in any number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from deltaflow.errors import ConcurrentModification, InvalidArgument, NotFound, PermissionDenied
+from deltaflow.registry import _rules as R
+from deltaflow.registry.state import RegistryState, _Model, _Version, activity_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deltaflow.store.tracking_store import TrackingStore
+
+__all__ = ["RegistryStore", "registry_store", "Decision"]
+
+_log = logging.getLogger(__name__)
+_LOG = "registry_events"
+_CLAIM_ATTEMPTS = 60  # losing a claim means someone else committed; 60 losses in a row is pathological
+ADMINS_ENV = "DELTAFLOW_REGISTRY_ADMINS"
+DEFAULT_PERMISSION_ENV = "DELTAFLOW_REGISTRY_DEFAULT_PERMISSION"
+
+
+class Decision(dict):
+    """An event to commit: ``action``, ``name`` and optional version/stages/comment/details."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def admins() -> frozenset[str]:
+    raw = os.environ.get(ADMINS_ENV, "")
+    return frozenset(p.strip() for p in raw.split(",") if p.strip())
+
+
+def default_permission() -> Optional[str]:
+    """The level every user gets on a new model (``users`` grant); ``NONE`` gives none."""
+    raw = os.environ.get(DEFAULT_PERMISSION_ENV, "CAN_READ").strip()
+    return None if raw.upper() == "NONE" else R.check_level(raw)
+
+
+class RegistryStore:
+    def __init__(self, tracking: "TrackingStore") -> None:
+        self.tracking = tracking
+        self.engine = tracking.engine
+        self.location = tracking.location
+        self._state = RegistryState()
+        self._lock = threading.RLock()
+        self._dispatcher: Any = None
+
+    # -- the log ----------------------------------------------------------------------------
+    def _catch_up(self) -> RegistryState:
+        """Fold every revision newer than ours (an incremental read)."""
+        from deltaflow.store.engine import Where
+
+        rows = self.engine.read(_LOG, Where((("revision", ">", self._state.revision),))).to_pylist()
+        by_revision: dict[int, dict[str, Any]] = {}
+        for row in rows:
+            # Exactly one row per revision is the invariant the conflict-checked claim keeps; should
+            # an engine ever let two through, every reader still picks the same one.
+            seen = by_revision.get(row["revision"])
+            if seen is None or row["event_id"] < seen["event_id"]:
+                by_revision[row["revision"]] = row
+        next_revision = self._state.revision + 1
+        while next_revision in by_revision:
+            self._state.apply(_decode(by_revision[next_revision]))
+            next_revision += 1
+        return self._state
+
+    def state(self) -> RegistryState:
+        """A consistent, current snapshot (callers must not mutate it)."""
+        with self._lock:
+            return self._catch_up().copy()
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every decoded log row, oldest first (one per revision)."""
+        first: dict[int, dict[str, Any]] = {}
+        for row in self.engine.read(_LOG).to_pylist():  # the whole log: it is small
+            if row["revision"] not in first or row["event_id"] < first[row["revision"]]["event_id"]:
+                first[row["revision"]] = row
+        return [_decode(first[r]) for r in sorted(first)]
+
+    def commit(self, decide: Callable[[RegistryState, str], Optional[Decision]]) -> Optional[dict[str, Any]]:
+        """Decide a change on the current state and commit it as the next revision.
+
+        ``decide(state, user)`` raises to refuse (nothing is written) or returns the event; None
+        means "nothing to change". Returns the committed event.
+        """
+        from deltaflow.store import _arrow
+        from deltaflow.store.schema import TABLES
+        from deltaflow.tracking._context import resolve_user
+
+        user = resolve_user()
+        delay = 0.02
+        for _attempt in range(_CLAIM_ATTEMPTS):
+            with self._lock:
+                state = self._catch_up()
+                decision = decide(state, user)
+                if decision is None:
+                    return None
+                event = {"revision": state.revision + 1, "event_id": uuid.uuid4().hex, "event_time": _now_ms(),
+                         "user_id": user, "version": None, "from_stage": None, "to_stage": None,
+                         "comment": None, **decision}
+                event.setdefault("details", {})
+                row = dict(event, details=json.dumps(event["details"], sort_keys=True))
+                data = _arrow.table_from_pylist([row], TABLES[_LOG].schema)
+                if self.engine.insert_if_absent(_LOG, data, ["revision"]) and self._won(event):
+                    state.apply(event)
+                    self._notify(event)
+                    return event
+            time.sleep(delay * (0.5 + random.random()))  # let the winner's commit settle, then refold
+            delay = min(delay * 1.5, 0.5)
+        raise ConcurrentModification(f"registry change lost to concurrent writers {_CLAIM_ATTEMPTS} times in a row")
+
+    def _won(self, event: dict[str, Any]) -> bool:
+        from deltaflow.store.engine import Where
+
+        rows = self.engine.read(_LOG, Where.of(revision=event["revision"]), ["event_id"]).to_pylist()
+        return min(r["event_id"] for r in rows) == event["event_id"]
+
+    # -- webhooks ---------------------------------------------------------------------------
+    def _notify(self, event: dict[str, Any]) -> None:
+        from deltaflow.registry import webhooks
+
+        try:
+            deliveries = webhooks.deliveries_for(event, self._state)
+            if deliveries:
+                if self._dispatcher is None:
+                    self._dispatcher = webhooks.Dispatcher(self._record_delivery)
+                self._dispatcher.submit(deliveries)
+        except Exception:  # noqa: BLE001 - a webhook problem must never undo or fail a committed change
+            _log.warning("deltaflow: could not queue webhooks for registry revision %s", event["revision"],
+                         exc_info=True)
+
+    def _record_delivery(self, record: dict[str, Any]) -> None:
+        from deltaflow.store import _arrow
+        from deltaflow.store.schema import TABLES
+
+        data = _arrow.table_from_pylist([record], TABLES["webhook_deliveries"].schema)
+        self.engine.append("webhook_deliveries", data, app_id=f"wh-{record['delivery_id']}", version=1)
+
+    def wait_for_webhooks(self, timeout: Optional[float] = None) -> bool:
+        """Block until queued deliveries (and their retries) are done; False on timeout."""
+        return self._dispatcher.wait(timeout) if self._dispatcher is not None else True
+
+    def deliveries(self, webhook_id: Optional[str] = None) -> list[dict[str, Any]]:
+        from deltaflow.store.engine import Where
+
+        rows = self.engine.read("webhook_deliveries", Where.of(webhook_id=webhook_id)).to_pylist()
+        return sorted(rows, key=lambda r: (r["event_time"], r["revision"], r["attempt"]))
+
+    # -- model copies -----------------------------------------------------------------------
+    def copy_model(self, name: str, source: str) -> tuple[str, Optional[str]]:
+        """Copy the model at ``source`` (any model URI) into the registry's own storage, so a version
+        stays loadable when its run is deleted. Returns ``(storage_location, run_id)``."""
+        import tempfile
+
+        from deltaflow.artifacts import get_artifact_repository, join_uri
+        from deltaflow.models.uri import download_model, parse_model_uri
+
+        parsed = parse_model_uri(source)
+        with tempfile.TemporaryDirectory(prefix="deltaflow-register-") as tmp:
+            local = download_model(source, tmp if parsed.kind != "local" else None,
+                                   tracking_uri=self.location.uri)
+            if not os.path.isfile(os.path.join(local, "MLmodel")):
+                raise InvalidArgument(f"no model at {source!r}: the directory has no MLmodel file; "
+                                      "register a directory written by log_model/save_model")
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+            target = join_uri(self.location.artifact_root, "_registry", safe, uuid.uuid4().hex)
+            get_artifact_repository(target).log_artifacts(local, None)
+        return target, parsed.run_id
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    event = dict(row)
+    event["details"] = json.loads(row["details"]) if row.get("details") else {}
+    if "archived" in event["details"]:
+        event["details"]["archived"] = [tuple(pair) for pair in event["details"]["archived"]]
+    return event
+
+
+# -- decisions' shared checks --------------------------------------------------------------
+def need_model(state: RegistryState, name: str) -> _Model:
+    model = state.models.get(name)
+    if model is None:
+        raise NotFound(f"registered model {name!r} does not exist")
+    return model
+
+
+def need_version(state: RegistryState, name: str, version: int) -> tuple[_Model, _Version]:
+    model = need_model(state, name)
+    v = model.versions.get(version)
+    if v is None:
+        existing = sorted(model.versions)
+        shown = f"its versions are {', '.join(map(str, existing[-10:]))}" if existing else "it has no versions"
+        raise NotFound(f"model {name!r} has no version {version}; {shown}")
+    return model, v
+
+
+def need_level(state: RegistryState, model: _Model, user: str, level: str, what: str) -> None:
+    held = state.permission_of(model, user, admins())
+    if not R.level_at_least(held, level):
+        raise PermissionDenied(f"user {user!r} lacks {level} on registered model {model.name!r} "
+                               f"(holds {held or 'no permission'}), which {what} needs")
+
+
+def registry_store(tracking: "TrackingStore") -> RegistryStore:
+    """The registry of a tracking store (one per store per process)."""
+    store = getattr(tracking, "_registry_store", None)
+    if store is None:
+        with tracking._lock:
+            store = getattr(tracking, "_registry_store", None)
+            if store is None:
+                store = RegistryStore(tracking)
+                tracking._registry_store = store
+    return store
+
+
+def activities(events: list[dict[str, Any]]) -> list[Any]:
+    return [activity_of(e) for e in events]
