@@ -44,6 +44,7 @@ from deltaflow.tracking.fluent import (
     log_param,
     log_params,
     log_text,
+    register_model,
     restore_experiment,
     restore_run,
     search_experiments,
@@ -95,6 +96,7 @@ __all__ = [
     "log_param",
     "log_params",
     "log_text",
+    "register_model",
     "restore_experiment",
     "restore_run",
     "search_experiments",
@@ -108,7 +110,7 @@ __all__ = [
 
 # Flavor modules load on first attribute access (``deltaflow.sklearn.log_model``), as in MLflow, so
 # ``import deltaflow`` stays cheap; ``import deltaflow.sklearn`` works as well.
-_LAZY_SUBMODULES = ("models", "pyfunc", "sklearn", "spark")
+_LAZY_SUBMODULES = ("models", "pyfunc", "registry", "sklearn", "spark")
 
 
 def __getattr__(name: str):  # noqa: ANN202

@@ -17,13 +17,11 @@ from deltaflow.models import (
     ModelSignature,
     ParamSchema,
     ParamSpec,
-    RegistryUnavailable,
     Schema,
     TensorSpec,
     download_model,
     infer_signature,
     parse_model_uri,
-    set_registry_resolver,
 )
 from deltaflow.models.enforce import enforce_params, enforce_schema
 from deltaflow.models.environment import modules_in_pickle, requirements_for
@@ -86,26 +84,11 @@ def test_non_string_uri():
         parse_model_uri(42)  # type: ignore[arg-type]
 
 
-def test_models_uri_without_registry_is_a_clear_error():
-    with pytest.raises(RegistryUnavailable, match="model registry, which is not available in this build"):
-        download_model("models:/churn/1")
+def test_models_uri_of_unknown_model_names_it(tmp_path):
+    from deltaflow.errors import NotFound
 
-
-def test_models_uri_resolves_through_registered_hook(tmp_path):
-    (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "MLmodel").write_text("flavors: {}\n")
-    seen = []
-
-    def resolver(parsed):
-        seen.append(parsed)
-        return str(tmp_path / "m")
-
-    set_registry_resolver(resolver)
-    try:
-        assert download_model("models:/churn@champion") == str(tmp_path / "m")
-    finally:
-        set_registry_resolver(None)
-    assert seen[0].alias == "champion" and seen[0].name == "churn"
+    with pytest.raises(NotFound, match="registered model 'churn' does not exist"):
+        download_model("models:/churn/1", tracking_uri=str(tmp_path / "store"))
 
 
 def test_missing_local_model_is_not_found(tmp_path):

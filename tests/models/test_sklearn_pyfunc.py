@@ -13,7 +13,7 @@ import deltaflow
 import deltaflow.pyfunc
 import deltaflow.sklearn
 from deltaflow.errors import AlreadyExists, InvalidArgument
-from deltaflow.models import ModelSignature, RegistryUnavailable, infer_signature
+from deltaflow.models import ModelSignature, infer_signature
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.linear_model import LogisticRegression  # noqa: E402
@@ -161,10 +161,12 @@ def test_save_errors_write_nothing(tmp_path, sk_model):
 
 
 @rust_only
-def test_registered_model_name_without_registry_writes_nothing(store_uri, sk_model):
+def test_bad_registered_model_name_writes_nothing(store_uri, sk_model):
+    from deltaflow.errors import InvalidArgument
+
     with deltaflow.start_run() as run:
-        with pytest.raises(RegistryUnavailable, match="not available in this build"):
-            deltaflow.sklearn.log_model(sk_model, name="model", registered_model_name="churn")
+        with pytest.raises(InvalidArgument, match="registered model name 'a/b'"):
+            deltaflow.sklearn.log_model(sk_model, name="model", registered_model_name="a/b")
     assert deltaflow.DeltaflowClient(store_uri).list_artifacts(run.info.run_id) == []
 
 

@@ -63,6 +63,7 @@ class RegistryStore:
         self._state = RegistryState()
         self._lock = threading.RLock()
         self._dispatcher: Any = None
+        self.lost_claims = 0  # revisions another writer took first (a measure of contention)
 
     # -- the log ----------------------------------------------------------------------------
     def _catch_up(self) -> RegistryState:
@@ -124,6 +125,7 @@ class RegistryStore:
                     state.apply(event)
                     self._notify(event)
                     return event
+                self.lost_claims += 1
             time.sleep(delay * (0.5 + random.random()))  # let the winner's commit settle, then refold
             delay = min(delay * 1.5, 0.5)
         raise ConcurrentModification(f"registry change lost to concurrent writers {_CLAIM_ATTEMPTS} times in a row")

@@ -362,6 +362,12 @@ def restore_run(run_id: str) -> None:
     _client().restore_run(run_id)
 
 
+def register_model(model_uri: str, name: str, tags: Optional[dict[str, Any]] = None) -> Any:
+    """Register the model at ``model_uri`` as a new version of ``name`` (created if missing), as
+    ``mlflow.register_model`` does; returns the ModelVersion."""
+    return _client().register_model(model_uri, name, tags=tags)
+
+
 def search_runs(
     experiment_ids: Optional[Sequence[str]] = None,
     filter_string: str = "",
