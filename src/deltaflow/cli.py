@@ -474,6 +474,12 @@ def optimize(ctx: click.Context, tables: tuple[str, ...], no_zorder: bool, vacuu
     click.echo(format_table(results, columns))
 
 
+# -- model registry: deltaflow models ... (in cli_models.py) ---------------------------------
+from deltaflow.cli_models import models as _models  # noqa: E402 - after cli is defined
+
+cli.add_command(_models)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="deltaflow")
 
