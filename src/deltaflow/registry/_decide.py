@@ -114,6 +114,7 @@ def cancel_request(state: RegistryState, user: str, name: str, version: int, sta
                    creator: Optional[str], comment: Optional[str]) -> Decision:
     model, v = need_version(state, name, version)
     creator = creator or user
+    need_level(state, model, user, "CAN_READ", "cancelling a transition request")
     if creator != user:
         need_level(state, model, user, "CAN_MANAGE", f"cancelling {creator!r}'s transition request")
     mine = [r for r in _pending(state, name, version, stage) if r.user_id == creator]

@@ -502,7 +502,8 @@ class RegistryClientMixin:
     def list_webhook_deliveries(self, webhook_id: Optional[str] = None) -> list[WebhookDelivery]:
         """Recorded delivery attempts, oldest first (call :meth:`wait_for_webhooks` first to see the
         outcome of changes just made)."""
-        return [WebhookDelivery(**row) for row in self._registry.deliveries(webhook_id)]
+        return [E.WebhookDelivery(timestamp=row.pop("event_time"), **row)
+                for row in self._registry.deliveries(webhook_id)]
 
     def wait_for_webhooks(self, timeout: Optional[float] = None) -> bool:
         """Wait until this process's pending webhook deliveries and retries are finished."""
