@@ -67,12 +67,13 @@ class RegistryClientMixin:
     def _registry(self) -> RegistryStore:
         return S.registry_store(self._store)
 
-    def _read(self, name: str) -> Any:
-        """Current state, with ``name`` existing and readable by the current user."""
+    def _read(self, name: str, refresh: bool = True) -> Any:
+        """Current state, with ``name`` existing and readable by the current user. ``refresh=False``
+        right after our own commit: the local state already holds it."""
         from deltaflow.tracking._context import resolve_user
 
         name = R.check_model_name(name)
-        state = self._registry.state()
+        state = self._registry.state(refresh)
         S.need_level(state, S.need_model(state, name), resolve_user(), "CAN_READ", "reading")
         return state
 
@@ -85,16 +86,24 @@ class RegistryClientMixin:
         name = R.check_model_name(name)
         tags, description = _tags(tags), R.check_description(description)
         self._commit(lambda s, u: D.create_model(s, u, name, description, tags))
-        return self.get_registered_model(name)
+        return self._model_now(name)
 
     def get_registered_model(self, name: str) -> RegisteredModel:
-        state = self._read(name)
+        return self._model_now(name, refresh=True)
+
+    def _model_now(self, name: str, refresh: bool = False) -> RegisteredModel:
+        state = self._read(name, refresh)
         return state.model_entity(state.models[name])
+
+    def _version_now(self, name: str, version: int, refresh: bool = False) -> ModelVersion:
+        state = self._read(name, refresh)
+        model, v = S.need_version(state, name, version)
+        return state.version_entity(model, v)
 
     def rename_registered_model(self, name: str, new_name: str) -> RegisteredModel:
         name, new_name = R.check_model_name(name), R.check_model_name(new_name, "new registered model name")
         self._commit(lambda s, u: D.rename_model(s, u, name, new_name))
-        return self.get_registered_model(new_name)
+        return self._model_now(new_name)
 
     def update_registered_model(self, name: str, description: Optional[str] = None) -> RegisteredModel:
         name, description = R.check_model_name(name), R.check_description(description)
@@ -104,7 +113,7 @@ class RegistryClientMixin:
             return S.Decision(action="UPDATE_REGISTERED_MODEL", name=name, details={"description": description})
 
         self._commit(decide)
-        return self.get_registered_model(name)
+        return self._model_now(name)
 
     def delete_registered_model(self, name: str) -> None:
         name = R.check_model_name(name)
@@ -165,7 +174,7 @@ class RegistryClientMixin:
         event = self._commit(lambda s, u: D.create_version(s, u, name, source, storage, run_id, run_link,
                                                              description, tags))
         assert event is not None  # create_version always decides a change
-        return self.get_model_version(name, event["version"])
+        return self._version_now(name, event["version"])
 
     def _check_can_edit(self, name: str) -> None:
         from deltaflow.tracking._context import resolve_user
@@ -180,10 +189,7 @@ class RegistryClientMixin:
         return self.create_model_version(name, model_uri, tags=checked)
 
     def get_model_version(self, name: str, version: Any) -> ModelVersion:
-        version = R.check_version(version)
-        state = self._read(name)
-        model, v = S.need_version(state, name, version)
-        return state.version_entity(model, v)
+        return self._version_now(name, R.check_version(version), refresh=True)
 
     def get_model_version_download_uri(self, name: str, version: Any) -> str:
         return self.get_model_version(name, version).storage_location or ""
@@ -198,7 +204,7 @@ class RegistryClientMixin:
                             details={"description": description})
 
         self._commit(decide)
-        return self.get_model_version(name, version)
+        return self._version_now(name, version)
 
     def delete_model_version(self, name: str, version: Any) -> None:
         name, version = R.check_model_name(name), R.check_version(version)
@@ -271,7 +277,7 @@ class RegistryClientMixin:
         name, version, stage = R.check_model_name(name), R.check_version(version), R.check_stage(stage)
         comment = R.check_description(comment, "comment")
         self._commit(lambda s, u: D.transition(s, u, name, version, stage, bool(archive_existing_versions), comment))
-        return self.get_model_version(name, version)
+        return self._version_now(name, version)
 
     def set_registered_model_alias(self, name: str, alias: str, version: Any) -> None:
         name, alias, version = R.check_model_name(name), R.check_alias(alias), R.check_version(version)
@@ -312,7 +318,7 @@ class RegistryClientMixin:
         stage, comment = R.check_stage(stage), R.check_description(comment, "comment")
         event = self._commit(lambda s, u: D.request_transition(s, u, name, version, stage, comment))
         assert event is not None
-        return self._read(name).models[name].requests[event["details"]["request_id"]]
+        return self._read(name, refresh=False).models[name].requests[event["details"]["request_id"]]
 
     def approve_transition_request(self, name: str, version: Any, stage: str,
                                    archive_existing_versions: bool = False,
@@ -322,7 +328,7 @@ class RegistryClientMixin:
         stage, comment = R.check_stage(stage), R.check_description(comment, "comment")
         self._commit(lambda s, u: D.resolve_requests(s, u, name, version, stage, True,
                                                      bool(archive_existing_versions), comment))
-        return self.get_model_version(name, version)
+        return self._version_now(name, version)
 
     def reject_transition_request(self, name: str, version: Any, stage: str, comment: Optional[str] = None) -> None:
         name, version = R.check_model_name(name), R.check_version(version)
@@ -358,7 +364,7 @@ class RegistryClientMixin:
                             details={"comment_id": comment_id})
 
         self._commit(decide)
-        return self._read(name).models[name].comments[comment_id]
+        return self._read(name, refresh=False).models[name].comments[comment_id]
 
     def _own_comment(self, s: Any, u: str, name: str, comment_id: str) -> Any:
         comment = S.need_model(s, name).comments.get(comment_id)
@@ -377,7 +383,7 @@ class RegistryClientMixin:
                             details={"comment_id": comment_id})
 
         self._commit(decide)
-        return self._read(name).models[name].comments[comment_id]
+        return self._read(name, refresh=False).models[name].comments[comment_id]
 
     def delete_comment(self, name: str, comment_id: str) -> None:
         name = R.check_model_name(name)
@@ -466,7 +472,7 @@ class RegistryClientMixin:
                                      "secret": secret, "status": status, "description": description})
 
         self._commit(decide)
-        return self._registry.state().webhooks[webhook_id].webhook
+        return self._registry.state(refresh=False).webhooks[webhook_id].webhook
 
     def update_registry_webhook(self, webhook_id: str, events: Optional[Sequence[str]] = None,
                                 url: Optional[str] = None, secret: Optional[str] = None,
@@ -483,7 +489,7 @@ class RegistryClientMixin:
             return S.Decision(action="UPDATE_WEBHOOK", name=hook.webhook.model_name or "", details=changes)
 
         self._commit(decide)
-        return self._registry.state().webhooks[webhook_id].webhook
+        return self._registry.state(refresh=False).webhooks[webhook_id].webhook
 
     def delete_registry_webhook(self, webhook_id: str) -> None:
         def decide(s: Any, u: str) -> Decision:

@@ -84,10 +84,11 @@ class RegistryStore:
             next_revision += 1
         return self._state
 
-    def state(self) -> RegistryState:
-        """A consistent, current snapshot (callers must not mutate it)."""
+    def state(self, refresh: bool = True) -> RegistryState:
+        """A consistent snapshot, brought up to date first unless ``refresh`` is False (right after
+        this process's own commit the local state already holds it: read-your-writes for free)."""
         with self._lock:
-            return self._catch_up().copy()
+            return (self._catch_up() if refresh else self._state).copy()
 
     def events(self) -> list[dict[str, Any]]:
         """Every decoded log row, oldest first (one per revision)."""
@@ -121,7 +122,7 @@ class RegistryStore:
                 event.setdefault("details", {})
                 row = dict(event, details=json.dumps(event["details"], sort_keys=True))
                 data = _arrow.table_from_pylist([row], TABLES[_LOG].schema)
-                if self.engine.insert_if_absent(_LOG, data, ["revision"]) and self._won(event):
+                if self.engine.insert_if_absent(_LOG, data, ["revision"]):
                     state.apply(event)
                     self._notify(event)
                     return event
@@ -129,12 +130,6 @@ class RegistryStore:
             time.sleep(delay * (0.5 + random.random()))  # let the winner's commit settle, then refold
             delay = min(delay * 1.5, 0.5)
         raise ConcurrentModification(f"registry change lost to concurrent writers {_CLAIM_ATTEMPTS} times in a row")
-
-    def _won(self, event: dict[str, Any]) -> bool:
-        from deltaflow.store.engine import Where
-
-        rows = self.engine.read(_LOG, Where.of(revision=event["revision"]), ["event_id"]).to_pylist()
-        return min(r["event_id"] for r in rows) == event["event_id"]
 
     # -- webhooks ---------------------------------------------------------------------------
     def _notify(self, event: dict[str, Any]) -> None:

@@ -94,13 +94,16 @@ class Engine(abc.ABC):
         """Delete rows (used only by purging gc); returns rows deleted when known, else -1."""
 
     def row_stored(self, table: str, data: pa.Table, key_columns: Sequence[str]) -> bool:
-        """Whether the first row of ``data`` is in the table exactly (its event_time/seq included).
+        """Whether the first row of ``data`` is the table's only row with its key, exactly (its
+        event_time/seq or event id included).
 
         After an insert_if_absent that did not insert, this tells "the key was taken by someone
-        else" from "our own earlier attempt landed but reported an error"."""
+        else" from "our own earlier attempt landed but reported an error". Requiring it to be the
+        only row makes a True answer mean "this key is ours" even if an engine's conflict check
+        ever let a second insert of the key through."""
         mine = data.to_pylist()[0]
-        stored = self.read(table, Where.of(**{k: mine[k] for k in key_columns}))
-        return any(all(row.get(k) == mine.get(k) for k in mine) for row in stored.to_pylist())
+        stored = self.read(table, Where.of(**{k: mine[k] for k in key_columns})).to_pylist()
+        return len(stored) == 1 and all(stored[0].get(k) == mine.get(k) for k in mine)
 
     def read_many(self, requests: dict[str, tuple[Where, Optional[Sequence[str]]]]) -> dict[str, pa.Table]:
         """Several filtered reads at once (engines may run them concurrently)."""
