@@ -79,3 +79,49 @@ def test_notebook_runs_locally_and_logs_the_sweep(tmp_path: Path) -> None:
     assert dataset["tags"]["mlflow.data.context"] == "training"
     assert [c["lr"] for c in got["children"]] == ["0.01", "0.05", "0.1", "0.2"]
     assert all(c["status"] == "FINISHED" and c["mse_points"] == 15 for c in got["children"])
+
+
+REGISTRY_NOTEBOOK = NOTEBOOK.parent / "model_registry_quickstart.py"
+
+REGISTRY_CHECK = """
+import json, sys
+from deltaflow import MlflowClient
+
+client = MlflowClient()
+name = sys.argv[1]
+versions = client.search_model_versions(f"name = '{name}'")
+champion = client.get_model_version_by_alias(name, "champion")
+activity = client.get_model_version_activity(name, champion.version)
+print(json.dumps({
+    "stages": {v.version: v.current_stage for v in versions},
+    "champion": champion.version,
+    "run_metrics": client.get_run(champion.run_id).data.metrics,
+    "steps": [[a.user_id, a.action, a.to_stage] for a in activity],
+}))
+"""
+
+
+def test_registry_notebook_trains_registers_and_promotes(tmp_path: Path) -> None:
+    text = REGISTRY_NOTEBOOK.read_text()
+    assert text.splitlines()[0] == "# Databricks notebook source" and "# MAGIC %md" in text
+    env = dict(os.environ, DELTAFLOW_TRACKING_URI=str(tmp_path / "store"), DELTAFLOW_USER="owner@example.com",
+               DELTAFLOW_WAREHOUSE_DIR=str(tmp_path / "warehouse"), PYTHONUNBUFFERED="1")
+    for expected_version in (1, 2):  # a second run registers v2 and archives v1
+        proc = subprocess.run([sys.executable, str(REGISTRY_NOTEBOOK)], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+        assert proc.stdout.strip().splitlines()[-1] == f"REGISTRY QUICKSTART OK quickstart_regressor {expected_version}"
+        assert "lacks CAN_MANAGE_PRODUCTION_VERSIONS" in proc.stdout  # the reviewer was refused
+    check = subprocess.run([sys.executable, "-c", REGISTRY_CHECK, "quickstart_regressor"], cwd=tmp_path,
+                           env=dict(env, DELTAFLOW_ENGINE="rust"), capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stderr[-4000:]
+    got = json.loads(check.stdout.strip().splitlines()[-1])
+    assert got["stages"] == {"1": "Archived", "2": "Production"} and got["champion"] == 2
+    assert got["run_metrics"]["r2"] > 0.99  # the pipeline fits y = 3x - 2z + 1
+    assert got["steps"] == [
+        ["owner@example.com", "CREATE_MODEL_VERSION", "None"],
+        ["owner@example.com", "UPDATE_MODEL_VERSION", None],
+        ["data.scientist@example.com", "CREATE_TRANSITION_REQUEST", "Production"],
+        ["owner@example.com", "APPROVE_TRANSITION_REQUEST", "Production"],
+        ["owner@example.com", "SET_ALIAS", None],
+    ]
