@@ -76,18 +76,30 @@ def _deltaflow_logger(flavor: str, model: Any, example: Any, store: str) -> tupl
             module.log_model(model, name="model", input_example=example)
         return run.info.run_id
 
-    return log_once, lambda run_id: client.download_artifacts(run_id, "model")
+    def fetch(run_id: str) -> str:
+        # The fluent API's store commits in the background; the rust client is another store object,
+        # so make the run durable before it looks for it.
+        deltaflow.flush()
+        return client.download_artifacts(run_id, "model")
+
+    return log_once, fetch
 
 
 def _mlflow_logger(flavor: str, model: Any, example: Any, store: str) -> tuple[Callable[[], str], Callable[[str], str]]:
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
+    # Artifacts in the temp folder too: MLflow's default artifact root is ./mlruns in the working
+    # directory. Passed to start_run, not set_experiment: that exports MLFLOW_EXPERIMENT_ID, which
+    # deltaflow's fluent API reads too.
+    experiment_id = mlflow.create_experiment("bench-models", artifact_location=os.path.join(store, "artifacts"))
     module = mlflow.sklearn if flavor == "sklearn" else mlflow.spark
+    # mlflow.spark.log_model still has MLflow 2's signature: artifact_path is required, name= is not accepted.
+    where = {"name": "model"} if flavor == "sklearn" else {"artifact_path": "model"}
 
     def log_once() -> str:
-        with mlflow.start_run():
-            info = module.log_model(model, name="model", input_example=example)
+        with mlflow.start_run(experiment_id=experiment_id):
+            info = module.log_model(model, input_example=example, **where)
         return info.model_uri
 
     return log_once, lambda uri: mlflow.artifacts.download_artifacts(uri)

@@ -31,6 +31,16 @@ _OWN_LOADERS = {"mlflow.sklearn": "deltaflow.sklearn", "mlflow.pyfunc.model": "d
 _TypeHints = namedtuple("_TypeHints", ["input", "output"])
 
 
+def _open_compressed(module: str) -> Any:
+    return lambda path, mode: importlib.import_module(module).open(path, mode)
+
+
+# MLflow compresses python_model.pkl when MLFLOW_LOG_MODEL_COMPRESSION is set, and records how
+# under ``python_model_compression`` (the file then ends in .gz, .bz2 or .xz).
+_OPENERS = {"": open, "gzip": _open_compressed("gzip"), "bzip2": _open_compressed("bz2"),
+            "lzma": _open_compressed("lzma")}
+
+
 def _cloudpickle() -> Any:
     try:
         import cloudpickle
@@ -234,7 +244,11 @@ def _load_python_model(model_dir: str, conf: dict[str, Any], model_config: Optio
         raise InvalidArgument(f"the model at {model_dir} has no python_model entry; models-from-code "
                               "(python_model as a .py file) are not supported yet")
     _add_code_path(model_dir, conf)
-    with open(os.path.join(model_dir, conf["python_model"]), "rb") as fh:
+    opener = _OPENERS.get(conf.get("python_model_compression") or "")
+    if opener is None:
+        raise InvalidArgument(f"the model at {model_dir} has python_model_compression "
+                              f"{conf['python_model_compression']!r}; supported: gzip, bzip2, lzma")
+    with opener(os.path.join(model_dir, conf["python_model"]), "rb") as fh:
         python_model = _cloudpickle().load(fh)
     artifacts = {k: os.path.join(model_dir, *v["path"].split("/")) for k, v in (conf.get("artifacts") or {}).items()}
     context = PythonModelContext(artifacts, model_config if model_config is not None else conf.get("model_config"))

@@ -1,7 +1,8 @@
 """The ``spark`` flavor: fitted pyspark.ml models (PipelineModel or single models), in MLflow's layout.
 
-Mirrors ``mlflow.spark``: the model is written by Spark's own writer into the ``sparkml`` folder,
-MLmodel records ``model_class`` and ``pyspark_version``, and the python_function flavor
+Mirrors ``mlflow.spark``: the model is written by Spark's own writer into the ``sparkml`` folder (a
+single model as a one-stage PipelineModel, as MLflow saves it, so ``load_model`` returns a
+PipelineModel), MLmodel records ``model_class`` and ``pyspark_version``, and the python_function flavor
 (``loader_module: mlflow.spark``) scores a pandas DataFrame through the active SparkSession. pyspark
 is imported only inside these functions.
 """
@@ -21,6 +22,9 @@ __all__ = ["save_model", "log_model", "load_model", "FLAVOR_NAME"]
 
 FLAVOR_NAME = "spark"
 _DATA = "sparkml"
+# What scoring needs: pyspark.ml imports numpy, and the python_function flavor takes pandas frames
+# (MLflow's inferred requirements for a Spark model pin both too).
+_LIBRARIES = ("pyspark", "numpy", "pandas")
 
 
 def _require_pyspark(feature: str) -> None:
@@ -66,7 +70,13 @@ def save_model(spark_model: Any, path: str, *, signature: Any = None, input_exam
                               f"got {type(spark_model).__module__}.{type(spark_model).__name__}; fit the "
                               "Pipeline/estimator first")
     import pyspark
+    from pyspark.ml import PipelineModel
 
+    if not isinstance(spark_model, PipelineModel):
+        # MLflow stores every Spark model as a PipelineModel (a lone model becomes a one-stage
+        # pipeline) and loads the folder with PipelineModel.load, so a bare model's folder would not
+        # load there. Same layout here.
+        spark_model = PipelineModel([spark_model])
     cls = type(spark_model)
 
     def write(dir_: str) -> None:
@@ -88,13 +98,14 @@ def save_model(spark_model: Any, path: str, *, signature: Any = None, input_exam
     flavor = {"pyspark_version": pyspark.__version__, "model_data": _DATA, "code": None,
               "model_class": f"{cls.__module__}.{cls.__name__}"}
     pyfunc = {"loader_module": "mlflow.spark", "data": _DATA}
+
     def predict(example: Any, _dir: str) -> Any:
         # One small Spark job on the example rows, as MLflow does, to describe the outputs; as an
         # array so the output is one unnamed column, as in MLflow's signature.
         return _SparkImpl(spark_model).predict(example).to_numpy()
 
     return save_model_dir(path, flavor=FLAVOR_NAME, flavor_conf=flavor, pyfunc_conf=pyfunc, write_data=write,
-                          libraries=["pyspark"], signature=signature, input_example=input_example, predict=predict,
+                          libraries=_LIBRARIES, signature=signature, input_example=input_example, predict=predict,
                           metadata=metadata, mlflow_model=mlflow_model, pip_requirements=pip_requirements,
                           extra_pip_requirements=extra_pip_requirements)
 

@@ -75,14 +75,16 @@ def test_pipeline_log_and_load_by_runs_uri_and_path(store_uri, spark, pipeline_m
 
 
 def test_single_model_and_spark_dataframe_example(spark, training, pipeline_model, tmp_path):
+    from pyspark.ml import PipelineModel
     from pyspark.ml.classification import LogisticRegressionModel
 
     lr = pipeline_model.stages[-1]
     path = str(tmp_path / "lr")
     deltaflow.spark.save_model(lr, path)
     loaded = deltaflow.spark.load_model(path)
-    assert isinstance(loaded, LogisticRegressionModel)
-    assert loaded.coefficients == lr.coefficients
+    # Saved as MLflow saves a lone model: a one-stage PipelineModel (so MLflow loads it too).
+    assert isinstance(loaded, PipelineModel) and isinstance(loaded.stages[0], LogisticRegressionModel)
+    assert loaded.stages[0].coefficients == lr.coefficients
 
     sig_path = str(tmp_path / "sig")
     deltaflow.spark.save_model(pipeline_model, sig_path, input_example=training.select("x", "y", "cat"))

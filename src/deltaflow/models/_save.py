@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from typing import Any, Callable, Iterable, Optional
 
 from deltaflow.errors import AlreadyExists, InvalidArgument
@@ -17,6 +18,7 @@ __all__ = ["save_model_dir", "log_model_dir", "LOG_MODEL_HISTORY_TAG"]
 
 LOG_MODEL_HISTORY_TAG = "mlflow.log-model.history"
 _TAG_LIMIT = 8000  # the tracking store's tag value limit
+_history_lock = threading.Lock()  # one read-modify-write of a run's history tag at a time
 
 
 def _local_dir(path: Any) -> str:
@@ -86,7 +88,13 @@ def save_model_dir(path: Any, *, flavor: Optional[str], flavor_conf: Optional[di
         model.signature = signature or None
         model.metadata = metadata
         model.mlflow_version = mlflow_version()
+        # Keys MLflow 3 writes into every MLmodel (its Model's public attributes), so the file
+        # reads the same; ours never comes from type hints.
         model.extra.setdefault("model_id", None)
+        model.extra.setdefault("prompts", None)
+        if model.signature is not None:
+            model.extra.setdefault("is_signature_from_type_hint", False)
+            model.extra.setdefault("type_hint_from_example", False)
         model.model_size_bytes = sum(os.path.getsize(os.path.join(d, f))
                                      for d, _, files in os.walk(path) for f in files)
         model.save(os.path.join(path, MLMODEL_FILE_NAME))
@@ -102,9 +110,12 @@ def save_model_dir(path: Any, *, flavor: Optional[str], flavor_conf: Optional[di
 
 
 def _history_entry(model: Model) -> dict[str, Any]:
-    entry = model.to_dict()
-    for key in ("signature", "saved_input_example_info"):
-        entry.pop(key, None)
+    """One entry of the history tag, with the keys MLflow records there (its Model.get_tags_dict):
+    where the model is, when it was made, and its flavors (without any flavor's ``config``)."""
+    data = model.to_dict()
+    entry = {k: data[k] for k in ("run_id", "utc_time_created", "artifact_path", "model_uuid") if k in data}
+    entry["flavors"] = {name: ({k: v for k, v in conf.items() if k != "config"} if isinstance(conf, dict) else conf)
+                        for name, conf in data.get("flavors", {}).items()}
     return entry
 
 
@@ -113,7 +124,7 @@ def log_model_dir(save: Callable[..., Model], *, name: Optional[str], artifact_p
                   **save_kwargs: Any) -> ModelInfo:
     """Save with ``save(path, mlflow_model=..., **save_kwargs)`` to a temp dir, log it under the run,
     record the history tag, and (when asked) register it."""
-    from deltaflow.artifacts import validate_artifact_path
+    from deltaflow.artifacts import get_artifact_repository, validate_artifact_path
     from deltaflow.tracking import fluent
 
     if name is not None and artifact_path is not None and name != artifact_path:
@@ -127,27 +138,46 @@ def log_model_dir(save: Callable[..., Model], *, name: Optional[str], artifact_p
         check_model_name(registered_model_name)  # a bad name fails before anything is written
     client = fluent._client()
     run_id = run_id or fluent._run_id_or_start()
+    active = _active_run(client, run_id)
+    run = active if active is not None else client.get_run(run_id)  # the only read, when there is one
     model = Model(artifact_path=rel, run_id=run_id)
     with tempfile.TemporaryDirectory(prefix="deltaflow-model-") as tmp:
         local = os.path.join(tmp, "model")
         save(path=local, mlflow_model=model, **save_kwargs)
-        client.log_artifacts(run_id, local, rel)
-    history = _read_history(client, run_id)
-    history.append(_history_entry(model))
-    text = json.dumps(history)
-    while len(text) > _TAG_LIMIT and len(history) > 1:  # keep the newest entries under the tag limit
-        history.pop(0)
+        get_artifact_repository(run.info.artifact_uri).log_artifacts(local, rel)
+    with _history_lock:
+        # The run's history as of start_run (or just read), or as this process last wrote it.
+        raw = getattr(active, "_model_history", None) or run.data.tags.get(LOG_MODEL_HISTORY_TAG)
+        history = _parse_history(raw)
+        history.append(_history_entry(model))
         text = json.dumps(history)
-    if len(text) <= _TAG_LIMIT:
-        client.set_tag(run_id, LOG_MODEL_HISTORY_TAG, text)
+        while len(text) > _TAG_LIMIT and len(history) > 1:  # keep the newest entries under the tag limit
+            history.pop(0)
+            text = json.dumps(history)
+        if len(text) <= _TAG_LIMIT:
+            client.set_tag(run_id, LOG_MODEL_HISTORY_TAG, text)
+            if active is not None:
+                object.__setattr__(active, "_model_history", text)
     info = ModelInfo(model, f"runs:/{run_id}/{rel}")
     if registered_model_name is not None:
         info.registered_model_version = client.register_model(info.model_uri, registered_model_name).version
     return info
 
 
-def _read_history(client: Any, run_id: str) -> list:
-    raw = client.get_run(run_id).data.tags.get(LOG_MODEL_HISTORY_TAG)
+def _active_run(client: Any, run_id: str) -> Any:
+    """The fluent API's active run when it is ``run_id`` on the same store, else None. It carries the
+    run's artifact location and its tags as of start_run, so logging a model to it reads no table
+    (on the Spark engine each read of the run costs seconds: a flush, then a Delta query)."""
+    from deltaflow.tracking import fluent
+
+    active = fluent.active_run()
+    if active is None or active.info.run_id != run_id:
+        return None
+    owner = getattr(active, "_client", None)
+    return active if owner is not None and owner.tracking_uri == client.tracking_uri else None
+
+
+def _parse_history(raw: Optional[str]) -> list:
     try:
         value = json.loads(raw) if raw else []
     except json.JSONDecodeError:
