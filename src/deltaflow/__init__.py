@@ -57,6 +57,15 @@ from deltaflow.tracking.fluent import (
 
 __version__ = "0.1.0"
 
+
+def autolog(**kwargs):  # noqa: ANN003, ANN201 - the signature is documented on deltaflow.autologging.autolog
+    """Enable autologging (pyspark.ml); ``deltaflow.autolog(disable=True)`` turns it off. Arguments as
+    MLflow's ``mlflow.autolog``; see :func:`deltaflow.autologging.autolog`."""
+    from deltaflow.autologging import autolog as _autolog
+
+    return _autolog(**kwargs)
+
+
 __all__ = [
     "__version__",
     "errors",
@@ -71,6 +80,7 @@ __all__ = [
     "RunTag",
     "ViewType",
     "active_run",
+    "autolog",
     "create_experiment",
     "delete_experiment",
     "delete_run",
@@ -110,7 +120,7 @@ __all__ = [
 
 # Flavor modules load on first attribute access (``deltaflow.sklearn.log_model``), as in MLflow, so
 # ``import deltaflow`` stays cheap; ``import deltaflow.sklearn`` works as well.
-_LAZY_SUBMODULES = ("models", "pyfunc", "registry", "sklearn", "spark")
+_LAZY_SUBMODULES = ("autologging", "models", "pyfunc", "pyspark", "registry", "sklearn", "spark")
 
 
 def __getattr__(name: str):  # noqa: ANN202

@@ -146,6 +146,9 @@ def start_run(
 
 
 def _end(run_id: str, status: str) -> None:
+    from deltaflow.tracking import _pending
+
+    _pending.wait(run_id)  # work still finishing for this run (autolog's model) completes first
     stack = _run_stack.get()
     client = _client()
     client.set_terminated(run_id, status)
@@ -313,7 +316,11 @@ def log_input(dataset: Any, context: Optional[str] = None, tags: Optional[dict[s
 
 
 def flush(timeout: Optional[float] = None) -> None:
-    """Block until everything logged in this process is committed to Delta."""
+    """Block until everything logged in this process is committed to Delta (background logging
+    work, such as autologged models still being saved, included)."""
+    from deltaflow.tracking import _pending
+
+    _pending.wait_all(timeout)
     _client().flush(timeout)
 
 

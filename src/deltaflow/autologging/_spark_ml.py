@@ -1,0 +1,418 @@
+"""Autologging for pyspark.ml: patches on ``Estimator.fit``, ``Transformer.transform`` and
+``Evaluator.evaluate``.
+
+The fit itself pays only for what must be captured before it returns — params (pure Python), the
+Delta versions the training data reads (one JVM call per table), creating the run — and everything
+that costs Spark jobs or file I/O (training-summary metrics, feature importances, dataset row counts,
+tuning child runs, saving the model) runs afterwards on deltaflow's background logging thread. That
+work belongs to the run: ending the run, ``deltaflow.flush()`` and interpreter exit wait for it, and a
+run autolog opened itself is ended by it, FINISHED, once everything is written.
+
+Nesting: only the outermost fit is a run. Fits inside it on the same thread are seen through a
+context variable; fits a tuner or OneVsRest runs on its worker threads are recognised by pyspark.ml
+code among their callers.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import csv
+import io
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from deltaflow.autologging import _ml_info as info
+from deltaflow.autologging._safety import Patches, Safety
+
+__all__ = ["AutologConfig", "autolog", "config", "DEFAULT_ALLOWLIST"]
+
+AUTOLOG_TAG = "mlflow.autologging"
+SUPPORTED_PYSPARK = ((3, 3), (4, 1))  # [min, max): tested with 3.5
+# Fitted model classes whose models are logged by default: everything pyspark.ml fits, except the
+# feature transformers' models (they are saved as part of a PipelineModel when inside one).
+DEFAULT_ALLOWLIST = ("pyspark.ml.classification.", "pyspark.ml.regression.", "pyspark.ml.clustering.",
+                     "pyspark.ml.recommendation.", "pyspark.ml.fpm.", "pyspark.ml.pipeline.PipelineModel",
+                     "pyspark.ml.tuning.CrossValidatorModel", "pyspark.ml.tuning.TrainValidationSplitModel")
+
+
+@dataclass(frozen=True)
+class AutologConfig:
+    log_models: bool = True
+    log_datasets: bool = True
+    exclusive: bool = False
+    silent: bool = False
+    log_post_training_metrics: bool = True
+    registered_model_name: Optional[str] = None
+    log_input_examples: bool = False
+    log_model_signatures: bool = True
+    log_model_allowlist: Optional[tuple[str, ...]] = None
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+    def model_allowed(self, model: Any) -> bool:
+        qualified = f"{type(model).__module__}.{type(model).__name__}"
+        allow = self.log_model_allowlist if self.log_model_allowlist is not None else DEFAULT_ALLOWLIST
+        return any(qualified == entry or (entry.endswith(".") and qualified.startswith(entry)) for entry in allow)
+
+
+_config: Optional[AutologConfig] = None
+_patches = Patches()
+_depth: contextvars.ContextVar[int] = contextvars.ContextVar("deltaflow_autolog_depth", default=0)
+_lock = threading.Lock()
+_model_runs: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+_predictions: "weakref.WeakKeyDictionary[Any, tuple[str, str]]" = weakref.WeakKeyDictionary()
+_autolog_runs: set[str] = set()
+
+
+def config() -> Optional[AutologConfig]:
+    return _config
+
+
+def _pyspark_supported() -> bool:
+    import pyspark
+
+    parts = tuple(int(p) for p in pyspark.__version__.split(".")[:2])
+    return SUPPORTED_PYSPARK[0] <= parts < SUPPORTED_PYSPARK[1]
+
+
+def autolog(log_models: bool = True, log_datasets: bool = True, disable: bool = False, exclusive: bool = False,
+            disable_for_unsupported_versions: bool = False, silent: bool = False,
+            log_post_training_metrics: bool = True, registered_model_name: Optional[str] = None,
+            log_input_examples: bool = False, log_model_signatures: bool = True,
+            log_model_allowlist: Optional[list[str]] = None, extra_tags: Optional[dict[str, Any]] = None) -> None:
+    """Enable (or with ``disable=True`` turn off and un-patch) autologging of pyspark.ml, with
+    MLflow's arguments and meanings (see the README's autologging section)."""
+    global _config
+    from deltaflow.errors import InvalidArgument
+
+    if disable:
+        _config = None
+        _patches.revert()
+        return
+    if registered_model_name is not None:
+        from deltaflow.registry._rules import check_model_name
+
+        check_model_name(registered_model_name)
+    if extra_tags is not None and not isinstance(extra_tags, dict):
+        raise InvalidArgument(f"extra_tags must be a dict of tag -> value, got {type(extra_tags).__name__}")
+    if log_model_allowlist is not None and (isinstance(log_model_allowlist, str)
+                                            or not all(isinstance(x, str) for x in log_model_allowlist)):
+        raise InvalidArgument("log_model_allowlist must be a list of fully qualified model class names")
+    try:
+        import pyspark.ml  # noqa: F401
+    except ImportError:
+        from deltaflow.errors import MissingDependency
+
+        raise MissingDependency.for_extra("Autologging Spark ML", "pyspark", "spark") from None
+    if disable_for_unsupported_versions and not _pyspark_supported():
+        _config = None
+        _patches.revert()
+        return
+    _config = AutologConfig(
+        log_models=log_models, log_datasets=log_datasets, exclusive=exclusive, silent=silent,
+        log_post_training_metrics=log_post_training_metrics, registered_model_name=registered_model_name,
+        log_input_examples=log_input_examples, log_model_signatures=log_model_signatures,
+        log_model_allowlist=tuple(log_model_allowlist) if log_model_allowlist is not None else None,
+        extra_tags={str(k): str(v) for k, v in (extra_tags or {}).items()})
+    _install()
+
+
+def _install() -> None:
+    from pyspark.ml.base import Estimator, Transformer
+    from pyspark.ml.evaluation import Evaluator
+
+    _patches.patch(Estimator, "fit", _make_fit)
+    _patches.patch(Transformer, "transform", _make_transform)
+    _patches.patch(Evaluator, "evaluate", _make_evaluate)
+
+
+# -- nesting --------------------------------------------------------------------------------
+def _called_from_pyspark_ml() -> bool:
+    """Whether pyspark.ml's own code is calling this fit: a Pipeline fitting its stages, a tuner or
+    OneVsRest fitting on its worker threads (where our context variable does not reach: pyspark's
+    pools do not copy it). A user's own fit has no pyspark.ml frame among its callers."""
+    import sys
+
+    frame = sys._getframe(2)  # skip this function and the fit wrapper
+    try:
+        while frame is not None:
+            if frame.f_globals.get("__name__", "").startswith("pyspark.ml"):
+                return True
+            frame = frame.f_back
+        return False
+    finally:
+        del frame
+
+
+def _nested(original: Any, *args: Any) -> Any:
+    token = _depth.set(_depth.get() + 1)
+    try:
+        return original(*args)
+    finally:
+        _depth.reset(token)
+
+
+# -- the patches ----------------------------------------------------------------------------
+def _make_fit(original: Any) -> Any:
+    def fit(self: Any, dataset: Any, params: Any = None) -> Any:
+        cfg = _config
+        if (cfg is None or _depth.get() > 0 or _called_from_pyspark_ml() or info.is_feature_estimator(self)
+                or isinstance(params, (list, tuple))):
+            return _nested(original, self, dataset, params)
+        return _Fit(cfg, self, dataset, params).run(original)
+
+    return fit
+
+
+def _make_transform(original: Any) -> Any:
+    def transform(self: Any, dataset: Any, params: Any = None) -> Any:
+        result = original(self, dataset, params)
+        cfg = _config
+        if cfg is not None and cfg.log_post_training_metrics and _depth.get() == 0:
+            run_id = _model_runs.get(self) if _weakrefable(self) else None
+            if run_id is not None:
+                Safety(cfg.silent).run("track predictions for post-training metrics", _track, result, dataset,
+                                       run_id)
+        return result
+
+    return transform
+
+
+def _make_evaluate(original: Any) -> Any:
+    def evaluate(self: Any, dataset: Any, params: Any = None) -> Any:
+        value = original(self, dataset, params)
+        cfg = _config
+        if cfg is not None and cfg.log_post_training_metrics and _depth.get() == 0:
+            tracked = _predictions.get(dataset) if _weakrefable(dataset) else None
+            if tracked is not None:
+                Safety(cfg.silent).run("log a post-training metric", _log_evaluation, self, value, params, *tracked)
+        return value
+
+    return evaluate
+
+
+def _weakrefable(obj: Any) -> bool:
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def _dataset_name(dataset: Any) -> str:
+    """The Delta table a DataFrame reads, else the caller's variable name for it, else 'dataset'."""
+    import inspect
+
+    from deltaflow.autologging._lineage import delta_sources
+
+    try:
+        sources = delta_sources(dataset)
+    except Exception:  # noqa: BLE001
+        sources = []
+    if len(sources) == 1:
+        return (sources[0]["table_name"] or sources[0]["path"]).rstrip("/").split("/")[-1].split(".")[-1]
+    frame = inspect.currentframe()
+    try:
+        for _ in range(6):  # out of our wrappers into the user's frame
+            frame = frame.f_back if frame is not None else None
+            if frame is None:
+                break
+            if frame.f_globals.get("__name__", "").startswith(("deltaflow.", "pyspark.")):
+                continue
+            for name, value in frame.f_locals.items():
+                if value is dataset and not name.startswith("_"):
+                    return name
+    finally:
+        del frame
+    return "dataset"
+
+
+def _track(result: Any, dataset: Any, run_id: str) -> None:
+    _predictions[result] = (run_id, _dataset_name(dataset))
+
+
+def _log_evaluation(evaluator: Any, value: Any, params: Any, run_id: str, dataset_name: str) -> None:
+    from deltaflow.tracking.fluent import _client
+
+    metric = evaluator.getMetricName() if hasattr(evaluator, "getMetricName") else type(evaluator).__name__
+    if isinstance(params, dict):
+        metric = next((str(v) for p, v in params.items() if p.name == "metricName"), metric)
+    key = f"{metric}_{dataset_name}"
+    client = _client()
+    existing = client.get_metric_history(run_id, key)
+    client.log_metric(run_id, key, float(value), step=len(existing))
+
+
+class _Fit:
+    """One autologged outermost fit."""
+
+    def __init__(self, cfg: AutologConfig, estimator: Any, dataset: Any, params: Any) -> None:
+        self.cfg, self.estimator, self.dataset, self.params = cfg, estimator, dataset, params
+        self.safety = Safety(cfg.silent)
+        self.run_id: Optional[str] = None
+        self.owns_run = False
+
+    def run(self, original: Any) -> Any:
+        started = self.safety.run("start the autolog run", self._start, default=False)
+        if not started:
+            return _nested(original, self.estimator, self.dataset, self.params)
+        try:
+            model = _nested(original, self.estimator, self.dataset, self.params)
+        except BaseException:
+            if self.owns_run:
+                self.safety.run("end the failed run", self._end, "FAILED")
+            raise
+        self.safety.run("record the fitted model", self._finish, model)
+        return model
+
+    # -- before the fit ---------------------------------------------------------------------
+    def _start(self) -> bool:
+        from deltaflow.autologging._lineage import delta_sources
+        from deltaflow.tracking import fluent
+        from deltaflow.tracking._context import resolve_context_tags
+
+        active = fluent.active_run()
+        if active is not None and self.cfg.exclusive and active.info.run_id not in _autolog_runs:
+            return False  # exclusive: never write into a run the user opened
+        client = fluent._client()
+        estimator = self.estimator.copy(self.params) if isinstance(self.params, dict) else self.estimator
+        self.params_logged = info.estimator_params(estimator)
+        self.sources = delta_sources(self.dataset) if self.cfg.log_datasets else []
+        if active is not None:
+            self.run_id = active.info.run_id
+        else:
+            tags = {**resolve_context_tags(), AUTOLOG_TAG: "pyspark.ml", **self.cfg.extra_tags}
+            experiment_id = fluent._experiment_for_new_run(None, client)
+            run = client.create_run(experiment_id, tags=tags, run_name=type(self.estimator).__name__)
+            self.run_id, self.owns_run = run.info.run_id, True
+            _autolog_runs.add(self.run_id)
+            fluent._last_run_id.set(self.run_id)
+        from deltaflow.entities import Param
+
+        client.log_batch(self.run_id, params=[Param(k, v) for k, v in self.params_logged.items()])
+        return True
+
+    # -- after the fit ----------------------------------------------------------------------
+    def _finish(self, model: Any) -> None:
+        from deltaflow.tracking import _pending
+
+        if _weakrefable(model):
+            _model_runs[model] = self.run_id
+        _pending.submit(self.run_id, lambda: self._background(model))
+
+    def _step(self, what: str, fn: Any, *args: Any) -> None:
+        self.safety.run(what, fn, *args)
+
+    def _background(self, model: Any) -> None:
+        try:
+            self._step("log training metrics", self._log_training_metrics, model)
+            if info.is_tuner(self.estimator):
+                self._step("log the tuning results", self._log_tuning, model)
+            if self.cfg.log_datasets:
+                self._step("log the training dataset", self._log_datasets)
+            if self.cfg.log_models:
+                self._step("log the model", self._log_model, model)
+        finally:
+            if self.owns_run:
+                self._step("end the run", self._end, "FINISHED")
+
+    def _client(self) -> Any:
+        from deltaflow.tracking.fluent import _client
+
+        return _client()
+
+    def _end(self, status: str) -> None:
+        self._client().set_terminated(self.run_id, status)
+        _autolog_runs.discard(self.run_id)
+
+    def _log_training_metrics(self, model: Any) -> None:
+        from deltaflow.entities import Metric
+
+        metrics = info.training_metrics(model)
+        importances = info.feature_importances(model, self.dataset)
+        client = self._client()
+        if metrics:
+            import time
+
+            now = int(time.time() * 1000)
+            client.log_batch(self.run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+        if importances:
+            ranked = dict(sorted(importances.items(), key=lambda kv: -kv[1]))
+            client.log_dict(self.run_id, ranked, "feature_importances.json")
+
+    def _log_tuning(self, model: Any) -> None:
+        import time
+
+        from deltaflow.entities import Metric, Param
+        from deltaflow.tracking._context import resolve_context_tags
+
+        client = self._client()
+        rows = info.tuning_results(model, self.estimator)
+        experiment_id = client.get_run(self.run_id).info.experiment_id
+        now = int(time.time() * 1000)
+        metric = rows[0]["metric"] if rows else "metric"
+        for row in rows:
+            tags = {**resolve_context_tags(), AUTOLOG_TAG: "pyspark.ml", "mlflow.parentRunId": self.run_id,
+                    **self.cfg.extra_tags}
+            child = client.create_run(experiment_id, tags=tags, run_name=f"{type(self.estimator.getEstimator()).__name__}"
+                                                                          f"-{row['index']}")
+            metrics = [Metric(f"avg_{metric}", row["mean"], now, 0)]
+            if row["std"] is not None:
+                metrics.append(Metric(f"std_{metric}", row["std"], now, 0))
+            client.log_batch(child.info.run_id, metrics=metrics,
+                             params=[Param(k, v) for k, v in row["params"].items()])
+            client.set_terminated(child.info.run_id, "FINISHED")
+        best = next(row for row in rows if row["best"])
+        client.log_batch(self.run_id, metrics=[Metric(f"best_{metric}", best["mean"], now, 0)],
+                         params=[Param(f"best_{k}", v) for k, v in best["params"].items()])
+        client.log_text(self.run_id, _results_csv(rows), "search_results.csv")
+
+    def _log_datasets(self) -> None:
+        from deltaflow.autologging._lineage import datasets_for
+        from deltaflow.entities import DatasetInput, InputTag
+
+        inputs = [DatasetInput(dataset=ds, tags=[InputTag("mlflow.data.context", "training")])
+                  for ds in datasets_for(self.dataset, self.sources)]
+        self._client().log_inputs(self.run_id, inputs)
+
+    def _log_model(self, model: Any) -> None:
+        import deltaflow.spark
+
+        to_log = model.bestModel if type(model).__name__ in ("CrossValidatorModel", "TrainValidationSplitModel") \
+            else model
+        if not self.cfg.model_allowed(model):
+            return
+        features = self._feature_frame(to_log)
+        signature = None
+        if self.cfg.log_model_signatures:
+            from deltaflow.models import ModelSignature
+            from deltaflow.models.infer import infer_schema
+            from deltaflow.models.schema import ColSpec, Schema
+
+            signature = ModelSignature(infer_schema(features), Schema([ColSpec("double")]))
+        example = features.limit(5).toPandas() if self.cfg.log_input_examples else None
+        deltaflow.spark.log_model(to_log, name="model", run_id=self.run_id, signature=signature,
+                                  input_example=example, registered_model_name=self.cfg.registered_model_name)
+
+    def _feature_frame(self, model: Any) -> Any:
+        """The training data without the label/weight columns: what the model takes as input."""
+        drop = set()
+        stages = model.stages if type(model).__name__ == "PipelineModel" else [model]
+        for stage in stages:
+            for param in ("labelCol", "weightCol"):
+                if stage.hasParam(param) and stage.isDefined(param):
+                    drop.add(stage.getOrDefault(param))
+        return self.dataset.drop(*[c for c in drop if c in self.dataset.columns])
+
+
+def _results_csv(rows: list[dict[str, Any]]) -> str:
+    keys = sorted({k for row in rows for k in row["params"]})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    metric = rows[0]["metric"] if rows else "metric"
+    writer.writerow(["index", *keys, f"mean_{metric}", f"std_{metric}", "best"])
+    for row in rows:
+        writer.writerow([row["index"], *[row["params"].get(k, "") for k in keys], row["mean"],
+                         "" if row["std"] is None else row["std"], row["best"]])
+    return buffer.getvalue()

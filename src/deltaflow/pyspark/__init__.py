@@ -1,0 +1,1 @@
+"""``deltaflow.pyspark.ml.autolog`` lives here, mirroring ``mlflow.pyspark.ml``."""
