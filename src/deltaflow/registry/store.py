@@ -55,10 +55,35 @@ def default_permission() -> Optional[str]:
     return None if raw.upper() == "NONE" else R.check_level(raw)
 
 
+def _registry_engine(tracking: "TrackingStore") -> Any:
+    """The engine the registry's two small tables use.
+
+    The tracking store's, except for a local folder store on the spark engine chosen by ``auto``
+    (a notebook or job with a local SparkSession): there delta-rs does a registry change in ~0.1 s
+    where a local Spark session needs seconds per read and MERGE, and both engines share these
+    tables safely (the registration race is tested with both at once). A forced engine
+    (DELTAFLOW_ENGINE) and cloud or metastore stores keep the tracking engine, whose credentials
+    and catalog are the ones configured."""
+    from deltaflow.config import settings
+
+    engine = tracking.engine
+    location = tracking.location
+    if engine.name != "spark" or (settings.engine or "auto").strip().lower() != "auto":
+        return engine
+    if location.kind != "path" or not location.is_local:
+        return engine
+    try:
+        from deltaflow.store.factory import make_engine
+
+        return make_engine(location, "rust")
+    except Exception:  # noqa: BLE001 - no deltalake here: the tracking engine serves the registry too
+        return engine
+
+
 class RegistryStore:
     def __init__(self, tracking: "TrackingStore") -> None:
         self.tracking = tracking
-        self.engine = tracking.engine
+        self.engine = _registry_engine(tracking)
         self.location = tracking.location
         self._state = RegistryState()
         self._lock = threading.RLock()
