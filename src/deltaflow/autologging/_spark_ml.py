@@ -84,8 +84,10 @@ def autolog(log_models: bool = True, log_datasets: bool = True, disable: bool = 
     """Enable (or with ``disable=True`` turn off and un-patch) autologging of pyspark.ml, with
     MLflow's arguments and meanings (see the README's autologging section)."""
     global _config
+    from deltaflow.autologging import _startup
     from deltaflow.errors import InvalidArgument
 
+    _startup.remove_probe()  # an explicit call decides; the startup hook's conf probe steps aside
     if disable:
         _config = None
         _patches.revert()
@@ -249,9 +251,11 @@ class _Fit:
 
     def __init__(self, cfg: AutologConfig, estimator: Any, dataset: Any, params: Any) -> None:
         self.cfg, self.estimator, self.dataset, self.params = cfg, estimator, dataset, params
+        self.effective = estimator
         self.safety = Safety(cfg.silent)
         self.run_id: Optional[str] = None
         self.owns_run = False
+        self.sources: list[dict[str, Any]] = []
 
     def run(self, original: Any) -> Any:
         started = self.safety.run("start the autolog run", self._start, default=False)
@@ -276,9 +280,14 @@ class _Fit:
         if active is not None and self.cfg.exclusive and active.info.run_id not in _autolog_runs:
             return False  # exclusive: never write into a run the user opened
         client = fluent._client()
-        estimator = self.estimator.copy(self.params) if isinstance(self.params, dict) else self.estimator
-        self.params_logged = info.estimator_params(estimator)
-        self.sources = delta_sources(self.dataset) if self.cfg.log_datasets else []
+        # fit(df, {param: value}) trains a copy with those values: that copy is what was trained.
+        self.effective = self.estimator.copy(self.params) if isinstance(self.params, dict) else self.estimator
+        # Each capture is its own safe step, done before the run exists: a failure costs that part
+        # (a warning), not the run, and in test mode it raises without leaving a run behind.
+        params = self.safety.run("read the estimator's params", info.estimator_params, self.effective, default={})
+        self.sources = (self.safety.run("read the Delta versions of the training data", delta_sources,
+                                        self.dataset, default=[])
+                        if self.cfg.log_datasets else [])
         if active is not None:
             self.run_id = active.info.run_id
         else:
@@ -290,7 +299,8 @@ class _Fit:
             fluent._last_run_id.set(self.run_id)
         from deltaflow.entities import Param
 
-        client.log_batch(self.run_id, params=[Param(k, v) for k, v in self.params_logged.items()])
+        if params:
+            client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
         return True
 
     # -- after the fit ----------------------------------------------------------------------
@@ -305,15 +315,19 @@ class _Fit:
         self.safety.run(what, fn, *args)
 
     def _background(self, model: Any) -> None:
+        # Everything below is deltaflow's own work (a transform for feature names, a scoring for
+        # the signature): marked nested, so the patches never track or log it as the user's.
+        token = _depth.set(_depth.get() + 1)
         try:
             self._step("log training metrics", self._log_training_metrics, model)
-            if info.is_tuner(self.estimator):
+            if info.is_tuner(self.effective):
                 self._step("log the tuning results", self._log_tuning, model)
             if self.cfg.log_datasets:
                 self._step("log the training dataset", self._log_datasets)
             if self.cfg.log_models:
                 self._step("log the model", self._log_model, model)
         finally:
+            _depth.reset(token)
             if self.owns_run:
                 self._step("end the run", self._end, "FINISHED")
 
@@ -348,14 +362,14 @@ class _Fit:
         from deltaflow.tracking._context import resolve_context_tags
 
         client = self._client()
-        rows = info.tuning_results(model, self.estimator)
+        rows = info.tuning_results(model, self.effective)
         experiment_id = client.get_run(self.run_id).info.experiment_id
         now = int(time.time() * 1000)
         metric = rows[0]["metric"] if rows else "metric"
         for row in rows:
             tags = {**resolve_context_tags(), AUTOLOG_TAG: "pyspark.ml", "mlflow.parentRunId": self.run_id,
                     **self.cfg.extra_tags}
-            child = client.create_run(experiment_id, tags=tags, run_name=f"{type(self.estimator.getEstimator()).__name__}"
+            child = client.create_run(experiment_id, tags=tags, run_name=f"{type(self.effective.getEstimator()).__name__}"
                                                                           f"-{row['index']}")
             metrics = [Metric(f"avg_{metric}", row["mean"], now, 0)]
             if row["std"] is not None:
@@ -386,17 +400,20 @@ class _Fit:
         features = self._feature_frame(to_log)
         signature = None
         if self.cfg.log_model_signatures:
-            from deltaflow.models import ModelSignature
-            from deltaflow.models.infer import infer_schema
-            from deltaflow.models.schema import ColSpec, Schema
-
-            signature = ModelSignature(infer_schema(features), Schema([ColSpec("double")]))
-        example = features.limit(5).toPandas() if self.cfg.log_input_examples else None
+            # Its own step: a column no signature type describes costs the signature, not the model.
+            signature = self.safety.run("infer the model signature", _signature, to_log, features)
+        example = _input_example(features) if self.cfg.log_input_examples else None
         deltaflow.spark.log_model(to_log, name="model", run_id=self.run_id, signature=signature,
                                   input_example=example, registered_model_name=self.cfg.registered_model_name)
 
     def _feature_frame(self, model: Any) -> Any:
-        """The training data without the label/weight columns: what the model takes as input."""
+        """What the model takes as input. A lone model reads only its features column (the other
+        columns of the training frame — the raw columns an assembler read, ids — are not its
+        input); a PipelineModel reads the raw training columns, less label and weight."""
+        if type(model).__name__ != "PipelineModel" and model.hasParam("featuresCol"):
+            column = model.getOrDefault("featuresCol")
+            if column in self.dataset.columns:
+                return self.dataset.select(column)
         drop = set()
         stages = model.stages if type(model).__name__ == "PipelineModel" else [model]
         for stage in stages:
@@ -404,6 +421,43 @@ class _Fit:
                 if stage.hasParam(param) and stage.isDefined(param):
                     drop.add(stage.getOrDefault(param))
         return self.dataset.drop(*[c for c in drop if c in self.dataset.columns])
+
+
+def _is_vector(data_type: Any) -> bool:
+    return type(data_type).__name__ == "VectorUDT"
+
+
+def _signature(model: Any, features: Any) -> Any:
+    """Inputs: the feature columns, a pyspark.ml vector column as MLflow's ``sparkml_vector`` (the
+    usual input of a lone estimator, which the generic Spark-type inference has no type for).
+    Output: the prediction column, one unnamed column typed as the model really outputs it (a
+    double for classifiers and regressors, an integer for a clustering model)."""
+    from deltaflow.models import ModelSignature
+    from deltaflow.models.infer import infer_schema
+    from deltaflow.models.schema import ColSpec, Schema
+    from deltaflow.spark import _prediction_col
+
+    fields = features.schema.fields
+    scalar = [f.name for f in fields if not _is_vector(f.dataType)]
+    inferred = {spec.name: spec for spec in infer_schema(features.select(*scalar)).inputs} if scalar else {}
+    specs = [ColSpec({"type": "sparkml_vector"}, f.name) if _is_vector(f.dataType) else inferred[f.name]
+             for f in fields]
+    outputs = None
+    scored = model.transform(features.limit(0))  # only its schema is read: analysis, no Spark job
+    column = _prediction_col(model)
+    if column in scored.columns:
+        outputs = Schema([ColSpec(infer_schema(scored.select(column)).inputs[0].type)])
+    return ModelSignature(Schema(specs), outputs)
+
+
+def _input_example(features: Any) -> Any:
+    """The first rows of the feature columns as pandas; vectors become lists of floats (as MLflow
+    writes them), since a pyspark.ml vector is not JSON."""
+    example = features.limit(5).toPandas()
+    for f in features.schema.fields:
+        if _is_vector(f.dataType):
+            example[f.name] = [None if v is None else [float(x) for x in v.toArray()] for v in example[f.name]]
+    return example
 
 
 def _results_csv(rows: list[dict[str, Any]]) -> str:
