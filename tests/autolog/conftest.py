@@ -18,7 +18,10 @@ import deltaflow
 def autolog(store_uri, spark, monkeypatch):
     """Enables autologging (default arguments) for the test; call ``autolog(**kwargs)`` to re-enable
     with other arguments. Turned off, and pending background work waited for, afterwards."""
+    from deltaflow.tracking import fluent
+
     monkeypatch.setenv("DELTAFLOW_AUTOLOG_TESTING", "true")
+    fluent._last_run_id.set(None)  # last_active_run() must not see an earlier test's run
 
     def enable(**kwargs):
         deltaflow.autolog(**kwargs)

@@ -141,6 +141,13 @@ def test_linear_regression_on_a_delta_path_records_the_version_read(autolog, cli
     loaded = deltaflow.spark.load_model(f"runs:/{run_id}/model")
     assert predictions(loaded, holdout) == pytest.approx(predictions(model, holdout))
 
+    # A time-travel read records the version it pins, not the table's latest (now 1).
+    autolog(log_models=False)
+    LinearRegression(labelCol="target", maxIter=2).fit(
+        assembler.transform(spark.read.format("delta").option("versionAsOf", 0).load(path)))
+    pinned = _finished_run(client, deltaflow.last_active_run().info.run_id)
+    assert json.loads(_training_input(pinned).source)["delta_table_version"] == 0
+
 
 def test_random_forest_on_a_metastore_table(autolog, client, spark, raw_df, tmp_path):
     from pyspark.ml.classification import RandomForestClassifier
@@ -186,12 +193,19 @@ def test_kmeans(autolog, client, binary_df, tmp_path):
     points = binary_df.select("features")
     model = km.fit(points)
     run_id = deltaflow.last_active_run().info.run_id
-    silhouette = ClusteringEvaluator().evaluate(model.transform(points))
     run = _finished_run(client, run_id)
+    # Evaluated after the autolog run has ended: still recorded on it. A second evaluation of the
+    # same data is the metric's next step.
+    scored = model.transform(points)
+    silhouette = ClusteringEvaluator().evaluate(scored)
+    ClusteringEvaluator().evaluate(scored)
+    deltaflow.flush()
+    run = client.get_run(run_id)
 
     assert set(run.data.params) == set(_flat_params(km)) and run.data.params["k"] == "3"
     assert run.data.metrics["training_cost"] == pytest.approx(model.summary.trainingCost)
-    assert run.data.metrics["silhouette_points"] == pytest.approx(silhouette)
+    history = client.get_metric_history(run_id, "silhouette_points")
+    assert [(m.step, m.value) for m in history] == [(0, pytest.approx(silhouette)), (1, pytest.approx(silhouette))]
     meta = mlmodel(client, run_id, tmp_path)
     # A clustering model predicts cluster ids: integers, not doubles.
     assert signature_outputs(meta) == [{"type": "integer", "required": True}]

@@ -263,9 +263,11 @@ class _Fit:
             return _nested(original, self.estimator, self.dataset, self.params)
         try:
             model = _nested(original, self.estimator, self.dataset, self.params)
-        except BaseException:
+        except BaseException as error:
             if self.owns_run:
-                self.safety.run("end the failed run", self._end, "FAILED")
+                # As a `with start_run()` block ends its run: an interrupt is KILLED, not FAILED.
+                status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+                self.safety.run("end the failed run", self._end, status)
             raise
         self.safety.run("record the fitted model", self._finish, model)
         return model
