@@ -189,6 +189,7 @@ def test_kmeans(autolog, client, binary_df, tmp_path):
     from pyspark.ml.clustering import KMeans
     from pyspark.ml.evaluation import ClusteringEvaluator
 
+    autolog(log_input_examples=True)
     km = KMeans(k=3, seed=1, maxIter=10)
     points = binary_df.select("features")
     model = km.fit(points)
@@ -209,6 +210,10 @@ def test_kmeans(autolog, client, binary_df, tmp_path):
     meta = mlmodel(client, run_id, tmp_path)
     # A clustering model predicts cluster ids: integers, not doubles.
     assert signature_outputs(meta) == [{"type": "integer", "required": True}]
+    # The input example's vectors are written as lists of floats (a vector is not JSON).
+    example = json.loads(read_artifact(client, run_id, "model/input_example.json", tmp_path / "ex"))
+    first = points.first().features.toArray().tolist()
+    assert example["columns"] == ["features"] and example["data"][0] == [first] and len(example["data"]) == 5
     loaded = deltaflow.spark.load_model(f"runs:/{run_id}/model")
     assert predictions(loaded, points) == predictions(model, points)
 
@@ -217,10 +222,14 @@ def test_pipeline_with_feature_stages_registered_with_input_example(autolog, cli
     from pyspark.ml import Pipeline, PipelineModel
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import StringIndexer, VectorAssembler
+    from pyspark.sql import functions as F
 
     autolog(log_input_examples=True, registered_model_name="autolog_pipeline")
-    training = raw_df.select("x", "y", "cat", "label")
-    stages = [StringIndexer(inputCol="cat", outputCol="cat_idx"),
+    # A string label indexed by the pipeline, and a column ("target") no stage reads.
+    training = raw_df.select("x", "y", "cat", "target",
+                             F.when(F.col("label") == 1.0, "high").otherwise("low").alias("grade"))
+    stages = [StringIndexer(inputCol="grade", outputCol="label"),
+              StringIndexer(inputCol="cat", outputCol="cat_idx"),
               VectorAssembler(inputCols=["x", "y", "cat_idx"], outputCol="features"),
               LogisticRegression(maxIter=6)]
     model = Pipeline(stages=stages).fit(training)
@@ -230,30 +239,34 @@ def test_pipeline_with_feature_stages_registered_with_input_example(autolog, cli
     # Only the Pipeline is a run: its stages' fits are nested.
     assert [r.info.run_id for r in experiment_runs(client)] == [run_id]
     assert run.info.run_name == "Pipeline"
-    # Every param of every stage, prefixed by the stage's class name.
+    # Every param of every stage, prefixed by the stage's class name (numbered from the second).
     params = run.data.params
-    expected = {"stages"} | {f"{type(s).__name__}.{p.name}" for s in stages for p in s.extractParamMap()}
+    names = ["StringIndexer", "StringIndexer_2", "VectorAssembler", "LogisticRegression"]
+    expected = {"stages"} | {f"{n}.{p.name}" for n, s in zip(names, stages) for p in s.extractParamMap()}
     assert set(params) == expected
-    assert json.loads(params["stages"]) == ["StringIndexer", "VectorAssembler", "LogisticRegression"]
-    assert params["StringIndexer.inputCol"] == "cat" and params["LogisticRegression.maxIter"] == "6"
+    assert json.loads(params["stages"]) == names
+    assert params["StringIndexer.inputCol"] == "grade" and params["StringIndexer_2.inputCol"] == "cat"
+    assert params["LogisticRegression.maxIter"] == "6"
     assert json.loads(params["VectorAssembler.inputCols"]) == ["x", "y", "cat_idx"]
     # Training metrics come from the stage that has a summary.
     assert run.data.metrics["training_accuracy"] == pytest.approx(model.stages[-1].summary.accuracy)
 
-    # The signature and input example are the raw feature columns (no label).
+    # Signature and input example: the raw columns the stages read to predict — not the label's
+    # source column, not the unused one.
     meta = mlmodel(client, run_id, tmp_path)
     assert [(c["name"], c["type"]) for c in signature_inputs(meta)] == [("x", "double"), ("y", "double"),
                                                                        ("cat", "string")]
+    assert signature_outputs(meta) == [{"type": "double", "required": True}]
     example = json.loads(read_artifact(client, run_id, "model/input_example.json", tmp_path / "ex"))
     assert example["columns"] == ["x", "y", "cat"] and len(example["data"]) == 5
 
+    features = training.select("x", "y", "cat")  # what the signature says suffices
     expected_predictions = predictions(model, training)
     for uri in (f"runs:/{run_id}/model", "models:/autolog_pipeline/1"):
         loaded = deltaflow.spark.load_model(uri)
-        assert isinstance(loaded, PipelineModel) and len(loaded.stages) == 3, uri
-        assert predictions(loaded, training) == expected_predictions, uri
-    version = client.get_model_version("autolog_pipeline", "1")
-    assert version.run_id == run_id
+        assert isinstance(loaded, PipelineModel) and len(loaded.stages) == 4, uri
+        assert predictions(loaded, features) == expected_predictions, uri
+    assert client.get_model_version("autolog_pipeline", "1").run_id == run_id
 
 
 def _children(client, parent_id: str) -> list:

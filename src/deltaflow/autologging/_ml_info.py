@@ -8,7 +8,7 @@ import math
 from typing import Any, Optional
 
 __all__ = ["estimator_params", "param_map_params", "training_metrics", "feature_importances", "tuning_results",
-           "is_tuner", "is_feature_estimator"]
+           "is_tuner", "is_feature_estimator", "model_input_columns"]
 
 _MAX_VALUE = 6000  # the tracking store's param value limit
 _TUNERS = ("CrossValidator", "TrainValidationSplit")
@@ -206,3 +206,54 @@ def tuning_results(tuner_model: Any, tuner: Any) -> list[dict[str, Any]]:
         rows.append({"index": i, "params": param_map_params(param_map, estimator), "metric": metric,
                      "mean": float(mean), "std": None if std is None else float(std), "best": i == best})
     return rows
+
+
+# Params naming the columns a stage reads, and the columns it writes. A predictor's featuresCol is
+# an input, except RFormula's (it writes it); recommendation / frequent-pattern models name theirs.
+_INPUT_PARAMS = ("inputCol", "inputCols", "featuresCol", "userCol", "itemCol", "itemsCol")
+_OUTPUT_PARAMS = ("outputCol", "outputCols", "predictionCol", "probabilityCol", "rawPredictionCol")
+_LABEL_PARAMS = ("labelCol", "weightCol")
+
+
+def _columns(stage: Any, names: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        if stage.hasParam(name) and stage.isDefined(name):
+            value = stage.getOrDefault(name)
+            out.extend(value if isinstance(value, (list, tuple)) else [value])
+    return out
+
+
+def _flat_stages(model: Any) -> list[Any]:
+    if type(model).__name__ == "PipelineModel":
+        return [s for stage in model.stages for s in _flat_stages(stage)]
+    return [model]
+
+
+def model_input_columns(model: Any, columns: list[str]) -> Optional[list[str]]:
+    """The columns of the training frame (``columns``, in their order) that the fitted model reads
+    to predict: for a PipelineModel, the raw inputs of its stages that no earlier stage produced,
+    less labels and whatever only feeds a label (a StringIndexer turning ``species`` into
+    ``label``: pyspark skips it when its input is missing, so prediction does not need it).
+
+    None when a stage's inputs cannot be told from its params (SQLTransformer, RFormula, a
+    third-party stage): the caller then keeps every column but the labels."""
+    stages = _flat_stages(model)
+    labels = {c for stage in stages for c in _columns(stage, _LABEL_PARAMS)}
+    produced: set[str] = set()
+    needed: list[str] = []
+    for stage in stages:
+        if type(stage).__name__ == "RFormulaModel":
+            return None
+        inputs = _columns(stage, _INPUT_PARAMS)
+        outputs = set(_columns(stage, _OUTPUT_PARAMS))
+        if not inputs:
+            return None
+        if outputs and outputs <= labels:  # a label indexer: not needed to predict
+            produced |= outputs
+            continue
+        needed.extend(c for c in inputs if c not in produced and c not in needed)
+        produced |= outputs
+    if any(c not in columns for c in needed):
+        return None  # the model reads something the training frame lacks: we misread a stage
+    return [c for c in columns if c in needed and c not in labels]

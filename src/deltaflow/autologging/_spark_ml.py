@@ -409,19 +409,13 @@ class _Fit:
                                   input_example=example, registered_model_name=self.cfg.registered_model_name)
 
     def _feature_frame(self, model: Any) -> Any:
-        """What the model takes as input. A lone model reads only its features column (the other
-        columns of the training frame — the raw columns an assembler read, ids — are not its
-        input); a PipelineModel reads the raw training columns, less label and weight."""
-        if type(model).__name__ != "PipelineModel" and model.hasParam("featuresCol"):
-            column = model.getOrDefault("featuresCol")
-            if column in self.dataset.columns:
-                return self.dataset.select(column)
-        drop = set()
-        stages = model.stages if type(model).__name__ == "PipelineModel" else [model]
-        for stage in stages:
-            for param in ("labelCol", "weightCol"):
-                if stage.hasParam(param) and stage.isDefined(param):
-                    drop.add(stage.getOrDefault(param))
+        """The training data as the model takes it for prediction: only the columns it reads (a
+        lone model: its features column; a PipelineModel: its stages' raw inputs), else every
+        column but the label and weight ones."""
+        columns = info.model_input_columns(model, list(self.dataset.columns))
+        if columns:
+            return self.dataset.select(*columns)
+        drop = {c for stage in info._flat_stages(model) for c in info._columns(stage, info._LABEL_PARAMS)}
         return self.dataset.drop(*[c for c in drop if c in self.dataset.columns])
 
 
@@ -429,27 +423,37 @@ def _is_vector(data_type: Any) -> bool:
     return type(data_type).__name__ == "VectorUDT"
 
 
+def _column_type(data_type: Any) -> Any:
+    """The MLflow column type of a Spark type: a scalar name, MLflow's ``sparkml_vector`` for a
+    pyspark.ml vector (the usual input of a lone estimator), or an ``array`` spec of scalars
+    (FPGrowth's items). Anything else has no MLflow type: the signature is then not logged."""
+    from deltaflow.errors import InvalidArgument
+    from deltaflow.models.infer import _SPARK_TYPES  # the one Spark -> MLflow scalar table
+
+    name = type(data_type).__name__
+    if name == "VectorUDT":
+        return {"type": "sparkml_vector"}
+    if name in _SPARK_TYPES:
+        return _SPARK_TYPES[name]
+    if name == "ArrayType" and type(data_type.elementType).__name__ in _SPARK_TYPES:
+        return {"type": "array", "items": {"type": _SPARK_TYPES[type(data_type.elementType).__name__]}}
+    raise InvalidArgument(f"Spark type {data_type.simpleString()} has no MLflow signature type")
+
+
 def _signature(model: Any, features: Any) -> Any:
-    """Inputs: the feature columns, a pyspark.ml vector column as MLflow's ``sparkml_vector`` (the
-    usual input of a lone estimator, which the generic Spark-type inference has no type for).
-    Output: the prediction column, one unnamed column typed as the model really outputs it (a
-    double for classifiers and regressors, an integer for a clustering model)."""
+    """Inputs: the feature columns. Output: the prediction column, one unnamed column typed as the
+    model really outputs it (a double for classifiers and regressors, an integer for clustering)."""
     from deltaflow.models import ModelSignature
-    from deltaflow.models.infer import infer_schema
     from deltaflow.models.schema import ColSpec, Schema
     from deltaflow.spark import _prediction_col
 
-    fields = features.schema.fields
-    scalar = [f.name for f in fields if not _is_vector(f.dataType)]
-    inferred = {spec.name: spec for spec in infer_schema(features.select(*scalar)).inputs} if scalar else {}
-    specs = [ColSpec({"type": "sparkml_vector"}, f.name) if _is_vector(f.dataType) else inferred[f.name]
-             for f in fields]
+    inputs = Schema([ColSpec(_column_type(f.dataType), f.name) for f in features.schema.fields])
     outputs = None
     scored = model.transform(features.limit(0))  # only its schema is read: analysis, no Spark job
     column = _prediction_col(model)
     if column in scored.columns:
-        outputs = Schema([ColSpec(infer_schema(scored.select(column)).inputs[0].type)])
-    return ModelSignature(Schema(specs), outputs)
+        outputs = Schema([ColSpec(_column_type(scored.schema[column].dataType))])
+    return ModelSignature(inputs, outputs)
 
 
 def _input_example(features: Any) -> Any:
