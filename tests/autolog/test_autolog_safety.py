@@ -49,12 +49,24 @@ def test_user_run_is_used_and_left_open(autolog, client, binary_df, reference_lr
     assert after.info.status == "FINISHED"
     assert after.data.params["maxIter"] == "5" and "training_accuracy" in after.data.metrics
 
-    # A second fit in a run that stays open: autolog never ends a run it did not open.
+    # Two fits in a run that stays open: autolog never ends a run it did not open. The second
+    # fit's changed param keeps its first value (params are immutable; a warning, even in test
+    # mode, as it is the user's situation), and its metrics and model are still logged.
     with deltaflow.start_run() as second:
-        LogisticRegression(maxIter=2).fit(binary_df)
+        deltaflow.log_param("owner", "me")
+        first_model = LogisticRegression(maxIter=2).fit(binary_df)
+        with pytest.warns(AutologWarning, match=r"different values for 1 param\(s\) of this fit \(maxIter\)"):
+            LogisticRegression(maxIter=5).fit(binary_df)
         deltaflow.flush()
-        assert client.get_run(second.info.run_id).info.status == "RUNNING"
-        assert client.get_run(second.info.run_id).data.params["maxIter"] == "2"
+        during = client.get_run(second.info.run_id)
+        assert during.info.status == "RUNNING"
+        assert during.data.params["maxIter"] == "2" and during.data.params["tol"] == "1e-06"
+        assert during.data.params["owner"] == "me"
+        history = client.get_metric_history(second.info.run_id, "training_accuracy")
+        assert [m.value for m in history] == pytest.approx([first_model.summary.accuracy,
+                                                            reference_lr.summary.accuracy])
+        loaded = deltaflow.spark.load_model(f"runs:/{second.info.run_id}/model")
+        assert loaded.stages[0].getMaxIter() == 5  # the latest fit's model
     assert "mlflow.autologging" not in after.data.tags  # the user's run, not one autolog made
     assert len(experiment_runs(client)) == 2
 
@@ -133,6 +145,10 @@ def test_disable_restores_the_original_methods(autolog, client, binary_df):
     deltaflow.autolog(disable=True)
     assert (Estimator.fit, Transformer.transform, Evaluator.evaluate) == originals
     assert Estimator.fit is originals[0] and LogisticRegression.fit is originals[0]
+    for method, qualname in zip(originals, ("Estimator.fit", "Transformer.transform", "Evaluator.evaluate")):
+        # pyspark's own functions, not some wrapper left in place.
+        assert method.__qualname__ == qualname and method.__module__.startswith("pyspark.ml")
+        assert not hasattr(method, "__wrapped__")
     assert "fit" in Estimator.__dict__ and "fit" not in LogisticRegression.__dict__
     LogisticRegression(maxIter=2).fit(binary_df)
     deltaflow.flush()

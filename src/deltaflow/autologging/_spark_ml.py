@@ -19,12 +19,13 @@ import contextvars
 import csv
 import io
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from deltaflow.autologging import _ml_info as info
-from deltaflow.autologging._safety import Patches, Safety
+from deltaflow.autologging._safety import AutologWarning, Patches, Safety
 
 __all__ = ["AutologConfig", "autolog", "config", "DEFAULT_ALLOWLIST"]
 
@@ -299,11 +300,29 @@ class _Fit:
             self.run_id, self.owns_run = run.info.run_id, True
             _autolog_runs.add(self.run_id)
             fluent._last_run_id.set(self.run_id)
+        # From here the run exists: a failure must not turn this into an unlogged fit that leaves
+        # the run RUNNING, so logging the params is a step of its own.
+        self.safety.run("log the params", self._log_params, client, params)
+        return True
+
+    def _log_params(self, client: Any, params: dict[str, str]) -> None:
         from deltaflow.entities import Param
 
+        if not self.owns_run and params:
+            # The user's run may hold params already (an earlier fit in it, their own log_param).
+            # Params are immutable and a batch with one changed value is refused whole, so only
+            # new keys are logged; a changed value is the user's situation, not our failure: a
+            # warning even in test mode, and the fit's metrics and model are still logged.
+            existing = client.get_run(self.run_id).data.params
+            changed = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
+            params = {k: v for k, v in params.items() if k not in existing}
+            if changed and not self.cfg.silent:
+                shown = ", ".join(changed[:5]) + (", ..." if len(changed) > 5 else "")
+                warnings.warn(f"deltaflow autologging: run {self.run_id} already has different values for "
+                              f"{len(changed)} param(s) of this fit ({shown}); they keep their first values",
+                              AutologWarning, stacklevel=2)
         if params:
             client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
-        return True
 
     # -- after the fit ----------------------------------------------------------------------
     def _finish(self, model: Any) -> None:
