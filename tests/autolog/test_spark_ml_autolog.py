@@ -100,13 +100,20 @@ def test_logistic_regression(autolog, client, binary_df, tmp_path):
     loaded = deltaflow.spark.load_model(f"runs:/{run_id}/model")
     assert predictions(loaded, binary_df, "probability") == predictions(model, binary_df, "probability")
 
+    # log_model_signatures=False: no signature, even with an input example to infer one from.
+    autolog(log_model_signatures=False, log_input_examples=True)
+    LogisticRegression(maxIter=2).fit(binary_df)
+    unsigned = _finished_run(client, deltaflow.last_active_run().info.run_id)
+    meta = mlmodel(client, unsigned.info.run_id, tmp_path / "unsigned")
+    assert "signature" not in meta and meta["saved_input_example_info"]["type"] == "dataframe"
+
 
 def test_linear_regression_on_a_delta_path_records_the_version_read(autolog, client, spark, raw_df, tmp_path):
     from pyspark.ml.evaluation import RegressionEvaluator
     from pyspark.ml.feature import VectorAssembler
     from pyspark.ml.regression import LinearRegression
 
-    path = str(tmp_path / "houses")
+    path = str(tmp_path / "houses.delta")  # a dot in the folder name is part of the name
     raw_df.select("x", "y", "target").write.format("delta").save(path)  # version 0
     assembler = VectorAssembler(inputCols=["x", "y"], outputCol="features")
     training = assembler.transform(spark.read.format("delta").load(path))
@@ -127,13 +134,13 @@ def test_linear_regression_on_a_delta_path_records_the_version_read(autolog, cli
     assert metrics["training_mae"] == pytest.approx(summary.meanAbsoluteError)
     assert metrics["training_r2"] > 0.8
     # Scored data read from a Delta table is named after the table.
-    assert metrics["r2_houses"] == pytest.approx(r2)
+    assert metrics["r2_houses.delta"] == pytest.approx(r2)
     assert run.data.params["labelCol"] == "target" and run.data.params["maxIter"] == "10"
 
     dataset = _training_input(run)
-    assert dataset.source_type == "delta_path" and dataset.name == "houses"
+    assert dataset.source_type == "delta_path" and dataset.name == "houses.delta"
     source = json.loads(dataset.source)
-    assert source["path"].rstrip("/").endswith("/houses") and source["delta_table_version"] == 0
+    assert source["path"].rstrip("/").endswith("/houses.delta") and source["delta_table_version"] == 0
     assert spark.read.format("delta").load(path).count() == 65  # the append really happened
 
     meta = mlmodel(client, run_id, tmp_path)

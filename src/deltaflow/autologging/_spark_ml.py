@@ -214,7 +214,10 @@ def _dataset_name(dataset: Any) -> str:
     except Exception:  # noqa: BLE001
         sources = []
     if len(sources) == 1:
-        return (sources[0]["table_name"] or sources[0]["path"]).rstrip("/").split("/")[-1].split(".")[-1]
+        table, path = sources[0]["table_name"], sources[0]["path"]
+        # A table identifier's last part (catalog.schema.name); a path's last segment, whole (a
+        # folder named "sales.delta" keeps its dot).
+        return table.split(".")[-1] if table else path.rstrip("/").split("/")[-1]
     frame = inspect.currentframe()
     try:
         for _ in range(6):  # out of our wrappers into the user's frame
@@ -424,7 +427,10 @@ class _Fit:
             # Its own step: a column no signature type describes costs the signature, not the model.
             signature = self.safety.run("infer the model signature", _signature, to_log, features)
         example = _input_example(features) if self.cfg.log_input_examples else None
-        deltaflow.spark.log_model(to_log, name="model", run_id=self.run_id, signature=signature,
+        # signature=False, not None: with None, saving infers one from the input example, which
+        # log_model_signatures=False forbids, and which fails on a vector column (lost the model).
+        deltaflow.spark.log_model(to_log, name="model", run_id=self.run_id,
+                                  signature=signature if signature is not None else False,
                                   input_example=example, registered_model_name=self.cfg.registered_model_name)
 
     def _feature_frame(self, model: Any) -> Any:
