@@ -8,6 +8,7 @@ passes through unchanged and fails the autolog run; concurrent fits each get the
 
 from __future__ import annotations
 
+import json
 import threading
 import warnings
 
@@ -286,15 +287,18 @@ def test_two_threads_two_estimators(autolog, client, binary_df):
     assert predictions(loaded_km, points) == predictions(km_model, points)
 
 
-def test_two_threads_one_estimator(autolog, client, binary_df):
+def test_two_threads_one_estimator(autolog, client, spark, binary_df, tmp_path):
     from pyspark.ml.classification import LogisticRegression
 
+    path = str(tmp_path / "train.parquet")
+    binary_df.write.parquet(path)
     lr = LogisticRegression()
     results: dict[int, tuple] = {}
 
     def fit(max_iter):
         def go():
-            model = lr.fit(binary_df, {lr.maxIter: max_iter})  # the same object, different params
+            # The same object, different params; each thread reads the same files itself.
+            model = lr.fit(spark.read.parquet(path), {lr.maxIter: max_iter})
             results[max_iter] = (model, deltaflow.last_active_run().info.run_id)
 
         return go
@@ -310,3 +314,8 @@ def test_two_threads_one_estimator(autolog, client, binary_df):
         loaded = deltaflow.spark.load_model(f"runs:/{run_id}/model")
         assert loaded.stages[0].getMaxIter() == max_iter
         assert _coefficients(loaded.stages[0]) == _coefficients(model)
+    # Two reads of the same files are the same dataset: same digest (session expression ids
+    # must not leak into it), with the row count.
+    datasets = [client.get_run(run_id).inputs.dataset_inputs[0].dataset for _, run_id in results.values()]
+    assert datasets[0].digest == datasets[1].digest
+    assert [json.loads(d.profile)["num_rows"] for d in datasets] == [40, 40]

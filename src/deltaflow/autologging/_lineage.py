@@ -63,6 +63,10 @@ def datasets_for(df: Any, sources: list[dict[str, Any]], name: Optional[str] = N
         return out
     rows = df.count()
     plan = df._jdf.queryExecution().analyzed().toString()[:2000]
-    return [Dataset(name=name or "dataset", digest=_digest(schema, plan, rows), source_type="spark_dataframe",
+    # The digest identifies the data, so it uses the plan's semantic hash (as MLflow does): the
+    # plan's text carries session-specific expression ids (#12), so two reads of the same files
+    # would get different digests.
+    return [Dataset(name=name or "dataset", digest=_digest(schema, df.semanticHash(), rows),
+                    source_type="spark_dataframe",
                     source=json.dumps({"plan": plan[:500]}), schema=schema,
                     profile=json.dumps({"num_rows": rows}))]
