@@ -155,6 +155,23 @@ def test_linear_regression_on_a_delta_path_records_the_version_read(autolog, cli
     pinned = _finished_run(client, deltaflow.last_active_run().info.run_id)
     assert json.loads(_training_input(pinned).source)["delta_table_version"] == 0
 
+    # A cached training set is the version it was cached at (1), even after another writer —
+    # delta-rs here, outside this Spark session, so the cache is not refreshed — appends (2).
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    cached = assembler.transform(spark.read.format("delta").load(path)).cache()
+    try:
+        assert cached.count() == 65
+        write_deltalake(path, pa.table({"x": [1.0], "y": [2.0], "target": [3.0]}), mode="append")
+        LinearRegression(labelCol="target", maxIter=2).fit(cached)
+        from_cache = _finished_run(client, deltaflow.last_active_run().info.run_id)
+        assert json.loads(_training_input(from_cache).source)["delta_table_version"] == 1
+        assert cached.count() == 65  # what the fit really read
+        assert spark.read.format("delta").option("versionAsOf", 2).load(path).count() == 66
+    finally:
+        cached.unpersist()
+
 
 def test_random_forest_on_a_metastore_table(autolog, client, spark, raw_df, tmp_path):
     from pyspark.ml.classification import RandomForestClassifier

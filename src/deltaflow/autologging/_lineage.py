@@ -1,8 +1,13 @@
 """Which data a Spark DataFrame reads: the Delta tables under its plan and the exact versions.
 
-The version is the one Delta will read when the DataFrame is executed now (``getSnapshot`` of the
-plan's Delta file index: the latest version, or the pinned one for a time-travel read), captured
-when ``fit`` starts, so a later append to the table does not change what the run records.
+The version is the one Delta will read when the DataFrame is executed now, captured when ``fit``
+starts, so a later append to the table does not change what the run records:
+
+* a table read straight from storage: ``getSnapshot`` of the plan's Delta file index (the latest
+  version, or the pinned one for a time-travel read);
+* a DataFrame served from Spark's cache (``df.cache()``): the version the cache was planned on.
+  An append made by another process leaves that cache as it was, so the latest version would be
+  wrong: the cached physical plan's scan knows the version it holds.
 """
 
 from __future__ import annotations
@@ -23,25 +28,58 @@ def _iterate(seq: Any) -> list[Any]:
     return out
 
 
-def delta_sources(df: Any) -> list[dict[str, Any]]:
-    """``[{"path", "table_name", "version"}]`` for each Delta table the DataFrame's plan reads."""
-    plan = df._jdf.queryExecution().analyzed()
-    found: dict[tuple[str, Optional[str]], dict[str, Any]] = {}
+def _is_delta(location: Any) -> bool:
+    return location.getClass().getName().startswith("org.apache.spark.sql.delta.")
+
+
+def _source(location: Any, table_name: Optional[str], pinned: bool) -> dict[str, Any]:
+    """``pinned``: the index belongs to a planned (cached) scan, whose ``version`` is the snapshot
+    it reads; otherwise ``getSnapshot`` gives the version a run of the plan reads now."""
+    version = location.version() if pinned else location.getSnapshot().version()
+    return {"path": location.path().toString(), "table_name": table_name, "version": int(version)}
+
+
+def _cached_sources(relation: Any, out: list[dict[str, Any]]) -> None:
+    """The Delta scans of a cached relation's physical plan (and of caches it reads in turn)."""
+    plan = relation.cacheBuilder().cachedPlan()
+    if plan.getClass().getSimpleName() == "AdaptiveSparkPlanExec":  # AQE: a leaf wrapping the plan
+        plan = plan.executedPlan()
     for leaf in _iterate(plan.collectLeaves()):
-        if leaf.getClass().getSimpleName() != "LogicalRelation":
+        name = leaf.getClass().getSimpleName()
+        if name == "InMemoryTableScanExec":
+            _cached_sources(leaf.relation(), out)
+        elif name == "FileSourceScanExec":
+            location = leaf.relation().location()
+            if _is_delta(location):
+                table = leaf.tableIdentifier()  # Option[TableIdentifier]
+                out.append(_source(location, table.get().unquotedString() if table.isDefined() else None,
+                                   pinned=True))
+
+
+def delta_sources(df: Any) -> list[dict[str, Any]]:
+    """``[{"path", "table_name", "version"}]`` for each Delta table (version) the DataFrame reads."""
+    # withCachedData: the analyzed plan with cached parts replaced by the cache (no Spark job).
+    plan = df._jdf.queryExecution().withCachedData()
+    found: list[dict[str, Any]] = []
+    for leaf in _iterate(plan.collectLeaves()):
+        name = leaf.getClass().getSimpleName()
+        if name == "InMemoryRelation":
+            _cached_sources(leaf, found)
+            continue
+        if name != "LogicalRelation":
             continue
         try:  # a HadoopFsRelation (Delta's is an anonymous subclass) has a file index
             location = leaf.relation().location()
         except Exception:  # noqa: BLE001 - py4j: another relation type, not files
             continue
-        if not location.getClass().getName().startswith("org.apache.spark.sql.delta."):
-            continue
-        catalog = leaf.catalogTable()
-        table_name = catalog.get().identifier().unquotedString() if catalog.isDefined() else None
-        path = location.path().toString()
-        version = int(location.getSnapshot().version())
-        found[(path, table_name)] = {"path": path, "table_name": table_name, "version": version}
-    return list(found.values())
+        if _is_delta(location):
+            table = leaf.catalogTable()  # Option[CatalogTable]
+            found.append(_source(location, table.get().identifier().unquotedString() if table.isDefined() else None,
+                                 pinned=False))
+    unique: dict[tuple[str, Optional[str], int], dict[str, Any]] = {}
+    for src in found:  # a self-join reads a table once; two versions of it are two inputs
+        unique.setdefault((src["path"], src["table_name"], src["version"]), src)
+    return list(unique.values())
 
 
 def datasets_for(df: Any, sources: list[dict[str, Any]], name: Optional[str] = None) -> list[Dataset]:
