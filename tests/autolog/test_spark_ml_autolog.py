@@ -27,7 +27,9 @@ from tests.autolog.conftest import (
     signature_outputs,
 )
 
-pytestmark = [pytest.mark.spark, pytest.mark.parametrize("engine", ["rust"], indirect=True)]
+pytestmark = pytest.mark.spark
+# The tracking store on delta-rs (fast); Spark ML runs on the suite's shared session.
+rust_only = pytest.mark.parametrize("engine", ["rust"], indirect=True)
 
 
 def _flat_params(estimator) -> dict[str, str]:
@@ -52,6 +54,7 @@ def _finished_run(client, run_id):
     return run
 
 
+@rust_only
 def test_logistic_regression(autolog, client, binary_df, tmp_path):
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.evaluation import BinaryClassificationEvaluator
@@ -108,6 +111,7 @@ def test_logistic_regression(autolog, client, binary_df, tmp_path):
     assert "signature" not in meta and meta["saved_input_example_info"]["type"] == "dataframe"
 
 
+@rust_only
 def test_linear_regression_on_a_delta_path_records_the_version_read(autolog, client, spark, raw_df, tmp_path):
     from pyspark.ml.evaluation import RegressionEvaluator
     from pyspark.ml.feature import VectorAssembler
@@ -173,6 +177,7 @@ def test_linear_regression_on_a_delta_path_records_the_version_read(autolog, cli
         cached.unpersist()
 
 
+@rust_only
 def test_random_forest_on_a_metastore_table(autolog, client, spark, raw_df, tmp_path):
     from pyspark.ml.classification import RandomForestClassifier
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
@@ -209,6 +214,7 @@ def test_random_forest_on_a_metastore_table(autolog, client, spark, raw_df, tmp_
         spark.sql("DROP TABLE IF EXISTS autolog_rf_train")
 
 
+@rust_only
 def test_kmeans(autolog, client, binary_df, tmp_path):
     from pyspark.ml.clustering import KMeans
     from pyspark.ml.evaluation import ClusteringEvaluator
@@ -242,6 +248,7 @@ def test_kmeans(autolog, client, binary_df, tmp_path):
     assert predictions(loaded, points) == predictions(model, points)
 
 
+@rust_only
 def test_pipeline_with_feature_stages_registered_with_input_example(autolog, client, raw_df, tmp_path):
     from pyspark.ml import Pipeline, PipelineModel
     from pyspark.ml.classification import LogisticRegression
@@ -298,6 +305,7 @@ def _children(client, parent_id: str) -> list:
     return sorted(runs, key=lambda r: r.info.run_name)
 
 
+@rust_only
 def test_cross_validator_parallel(autolog, client, binary_df, tmp_path):
     import numpy as np
     from pyspark.ml.classification import LogisticRegression
@@ -347,6 +355,7 @@ def test_cross_validator_parallel(autolog, client, binary_df, tmp_path):
     assert predictions(loaded, binary_df, "probability") == predictions(cv_model, binary_df, "probability")
 
 
+@rust_only
 def test_train_validation_split_over_a_pipeline(autolog, client, raw_df, tmp_path):
     from pyspark.ml import Pipeline
     from pyspark.ml.evaluation import RegressionEvaluator
@@ -390,3 +399,29 @@ def test_train_validation_split_over_a_pipeline(autolog, client, raw_df, tmp_pat
     loaded = deltaflow.spark.load_model(f"runs:/{parent_id}/model")
     assert [type(s).__name__ for s in loaded.stages] == ["VectorAssembler", "LinearRegressionModel"]
     assert predictions(loaded, training) == pytest.approx(predictions(tvs_model, training))
+
+
+def test_model_input_columns_from_stage_params(spark):
+    """Which training columns a fitted model's signature lists, from its stages' params alone (no
+    fit needed: the rule reads params; an estimator stands in for its fitted model)."""
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.feature import SQLTransformer, StringIndexerModel, VectorAssembler
+
+    from deltaflow.autologging._ml_info import label_columns, model_input_columns
+
+    label_indexer = StringIndexerModel.from_labels(["low", "high"], inputCol="grade", outputCol="label")
+    assembler = VectorAssembler(inputCols=["x", "cat_idx", "y"], outputCol="features")
+    cat_indexer = StringIndexerModel.from_labels(["a", "b"], inputCol="cat", outputCol="cat_idx")
+    model = PipelineModel([label_indexer, PipelineModel([cat_indexer, assembler]), LogisticRegression()])
+    columns = ["id", "y", "grade", "cat", "x", "label_weight"]
+    # Stage inputs not produced by an earlier stage, in the frame's order; the label's source, the
+    # id and the unused column are not inputs.
+    assert model_input_columns(model, columns) == ["y", "cat", "x"]
+    assert label_columns(model) == {"label"}
+    assert model_input_columns(LogisticRegression(featuresCol="f"), ["f", "label"]) == ["f"]
+    # A stage whose inputs its params do not tell, or an input the frame lacks: unknown (None),
+    # and the caller falls back to every column but the labels.
+    sql = SQLTransformer(statement="SELECT *, x * 2 AS x2 FROM __THIS__")
+    assert model_input_columns(PipelineModel([sql, assembler, LogisticRegression()]), columns) is None
+    assert model_input_columns(model, ["x", "y"]) is None

@@ -8,7 +8,7 @@ import math
 from typing import Any, Optional
 
 __all__ = ["estimator_params", "param_map_params", "training_metrics", "feature_importances", "tuning_results",
-           "is_tuner", "is_feature_estimator", "model_input_columns"]
+           "is_tuner", "is_feature_estimator", "model_input_columns", "label_columns"]
 
 _MAX_VALUE = 6000  # the tracking store's param value limit
 _TUNERS = ("CrossValidator", "TrainValidationSplit")
@@ -230,6 +230,11 @@ def _flat_stages(model: Any) -> list[Any]:
     return [model]
 
 
+def label_columns(model: Any) -> set[str]:
+    """The label and weight columns any stage of the fitted model names."""
+    return {c for stage in _flat_stages(model) for c in _columns(stage, _LABEL_PARAMS)}
+
+
 def model_input_columns(model: Any, columns: list[str]) -> Optional[list[str]]:
     """The columns of the training frame (``columns``, in their order) that the fitted model reads
     to predict: for a PipelineModel, the raw inputs of its stages that no earlier stage produced,
@@ -239,7 +244,7 @@ def model_input_columns(model: Any, columns: list[str]) -> Optional[list[str]]:
     None when a stage's inputs cannot be told from its params (SQLTransformer, RFormula, a
     third-party stage): the caller then keeps every column but the labels."""
     stages = _flat_stages(model)
-    labels = {c for stage in stages for c in _columns(stage, _LABEL_PARAMS)}
+    labels = label_columns(model)
     produced: set[str] = set()
     needed: list[str] = []
     for stage in stages:

@@ -390,11 +390,11 @@ class _Fit:
         experiment_id = client.get_run(self.run_id).info.experiment_id
         now = int(time.time() * 1000)
         metric = rows[0]["metric"] if rows else "metric"
+        base_name = type(self.effective.getEstimator()).__name__
         for row in rows:
             tags = {**resolve_context_tags(), AUTOLOG_TAG: "pyspark.ml", "mlflow.parentRunId": self.run_id,
                     **self.cfg.extra_tags}
-            child = client.create_run(experiment_id, tags=tags, run_name=f"{type(self.effective.getEstimator()).__name__}"
-                                                                          f"-{row['index']}")
+            child = client.create_run(experiment_id, tags=tags, run_name=f"{base_name}-{row['index']}")
             metrics = [Metric(f"avg_{metric}", row["mean"], now, 0)]
             if row["std"] is not None:
                 metrics.append(Metric(f"std_{metric}", row["std"], now, 0))
@@ -440,8 +440,7 @@ class _Fit:
         columns = info.model_input_columns(model, list(self.dataset.columns))
         if columns:
             return self.dataset.select(*columns)
-        drop = {c for stage in info._flat_stages(model) for c in info._columns(stage, info._LABEL_PARAMS)}
-        return self.dataset.drop(*[c for c in drop if c in self.dataset.columns])
+        return self.dataset.drop(*[c for c in info.label_columns(model) if c in self.dataset.columns])
 
 
 def _is_vector(data_type: Any) -> bool:
