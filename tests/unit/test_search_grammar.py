@@ -849,4 +849,5 @@ def test_module_imports_only_the_stdlib_and_deltaflow_errors():
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                  for alias in node.names}
-    assert imported == {"__future__", "json", "dataclasses", "typing", "deltaflow.errors"}
+    # re: only evaluate() (in-memory searches of the registry and experiments) uses it, lazily
+    assert imported == {"__future__", "json", "dataclasses", "typing", "re", "deltaflow.errors"}

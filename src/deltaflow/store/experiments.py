@@ -22,6 +22,7 @@ __all__ = ["ExperimentsMixin", "DEFAULT_EXPERIMENT_ID", "DEFAULT_EXPERIMENT_NAME
 
 DEFAULT_EXPERIMENT_ID = "0"
 DEFAULT_EXPERIMENT_NAME = "Default"
+_DEFAULT_KEY = "\x00default"  # cache slot of the Default experiment's id (not a valid experiment id)
 _CACHE_TTL_S = 60.0  # run creation checks the experiment; a stale 'active' for a minute is acceptable
 
 
@@ -112,7 +113,18 @@ class ExperimentsMixin:
         return self._experiments_with_tags(rows)[0] if rows else None
 
     def default_experiment_id(self) -> str:
-        """The id of the 'Default' experiment, creating it as id '0' the first time (as MLflow does)."""
+        """The id of the 'Default' experiment, creating it as id '0' the first time (as MLflow does).
+
+        Cached like experiments (every run started without an experiment asks; on the spark engine the
+        read costs ~0.4 s, which an autologged fit would otherwise pay each time)."""
+        cached = self._experiment_cache.get(_DEFAULT_KEY)
+        if cached is not None and time.monotonic() - cached[1] < _CACHE_TTL_S:
+            return cached[0]
+        experiment_id = self._default_experiment_id()
+        self._experiment_cache[_DEFAULT_KEY] = (experiment_id, time.monotonic())
+        return experiment_id
+
+    def _default_experiment_id(self) -> str:
         rows = [r for r in self._experiment_rows(Where.of(name=DEFAULT_EXPERIMENT_NAME))]
         if rows:
             return rows[0]["experiment_id"]
