@@ -136,7 +136,10 @@ def _build_local_session() -> "SparkSession":
         # VACUUM lists files with this parallelism (default 10000 tasks: ~110 s per table locally).
         .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "4")
         .config("spark.driver.extraJavaOptions", os.environ.get(
-            "DELTAFLOW_DRIVER_JAVA_OPTIONS", "-XX:+UseParallelGC -XX:TieredStopAtLevel=1"))
+            "DELTAFLOW_DRIVER_JAVA_OPTIONS",
+            # C1 only starts fast, but its default 48 MB code cache fills in a long session (then the
+            # JIT stops and everything slows down): give it room.
+            "-XX:+UseParallelGC -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m"))
         .config("spark.sql.warehouse.dir", os.environ.get("DELTAFLOW_WAREHOUSE_DIR", "spark-warehouse"))
         # A long-lived local session (a notebook, a test run) touches many tables: Delta keeps up to
         # 10,000 DeltaLogs with their snapshots and Spark keeps 1,000 query executions for the (off)

@@ -64,6 +64,7 @@ _lock = threading.Lock()
 _model_runs: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 _predictions: "weakref.WeakKeyDictionary[Any, tuple[str, str]]" = weakref.WeakKeyDictionary()
 _autolog_runs: set[str] = set()
+_evaluation_steps: dict[tuple[str, str], int] = {}
 
 
 def config() -> Optional[AutologConfig]:
@@ -204,9 +205,24 @@ def _weakrefable(obj: Any) -> bool:
 
 
 def _dataset_name(dataset: Any) -> str:
-    """The Delta table a DataFrame reads, else the caller's variable name for it, else 'dataset'."""
+    """The caller's variable name for the DataFrame (as MLflow names post-training metrics: train and
+    test splits of one table stay apart), else the Delta table it reads, else 'dataset'."""
     import inspect
 
+    frame = inspect.currentframe()
+    try:
+        for _ in range(8):  # out of our wrappers into the user's frame
+            frame = frame.f_back if frame is not None else None
+            if frame is None:
+                break
+            if frame.f_globals.get("__name__", "").startswith(("deltaflow.", "pyspark.")):
+                continue
+            for name, value in frame.f_locals.items():
+                if value is dataset and not name.startswith("_"):
+                    return name
+            break  # only the frame that called transform: deeper frames' names mean other things
+    finally:
+        del frame
     from deltaflow.autologging._lineage import delta_sources
 
     try:
@@ -218,19 +234,6 @@ def _dataset_name(dataset: Any) -> str:
         # A table identifier's last part (catalog.schema.name); a path's last segment, whole (a
         # folder named "sales.delta" keeps its dot).
         return table.split(".")[-1] if table else path.rstrip("/").split("/")[-1]
-    frame = inspect.currentframe()
-    try:
-        for _ in range(6):  # out of our wrappers into the user's frame
-            frame = frame.f_back if frame is not None else None
-            if frame is None:
-                break
-            if frame.f_globals.get("__name__", "").startswith(("deltaflow.", "pyspark.")):
-                continue
-            for name, value in frame.f_locals.items():
-                if value is dataset and not name.startswith("_"):
-                    return name
-    finally:
-        del frame
     return "dataset"
 
 
@@ -245,9 +248,10 @@ def _log_evaluation(evaluator: Any, value: Any, params: Any, run_id: str, datase
     if isinstance(params, dict):
         metric = next((str(v) for p, v in params.items() if p.name == "metricName"), metric)
     key = f"{metric}_{dataset_name}"
-    client = _client()
-    existing = client.get_metric_history(run_id, key)
-    client.log_metric(run_id, key, float(value), step=len(existing))
+    with _lock:  # repeated evaluations become steps 0, 1, ... (counted here: reading the history
+        step = _evaluation_steps.get((run_id, key), 0)  # would cost a flush and a table read)
+        _evaluation_steps[(run_id, key)] = step + 1
+    _client().log_metric(run_id, key, float(value), step=step)
 
 
 class _Fit:

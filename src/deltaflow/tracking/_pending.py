@@ -46,6 +46,11 @@ def _drain(futures: list[concurrent.futures.Future], timeout: Optional[float], r
     done, not_done = concurrent.futures.wait(futures, timeout=timeout)
     if not_done:
         _log.warning("deltaflow: %d background logging task(s) still running after %s s", len(not_done), timeout)
+    with _lock:  # forget what finished; several waiters may wait for the same work, so nothing is
+        for run_id in list(_futures):  # removed before it is done
+            _futures[run_id] = [f for f in _futures[run_id] if f not in done]
+            if not _futures[run_id]:
+                del _futures[run_id]
     for future in done:
         error = future.exception()
         if error is not None and raise_errors:
@@ -56,14 +61,13 @@ def wait(run_id: str, timeout: Optional[float] = None, raise_errors: bool = True
     """Wait for ``run_id``'s background work. A task's exception is re-raised here when
     ``raise_errors`` (tasks that follow the autolog safety contract never raise outside test mode)."""
     with _lock:
-        futures = _futures.pop(run_id, [])
+        futures = list(_futures.get(run_id, ()))
     _drain(futures, timeout, raise_errors)
 
 
 def wait_all(timeout: Optional[float] = None, raise_errors: bool = True) -> None:
     with _lock:
         futures = [f for fs in _futures.values() for f in fs]
-        _futures.clear()
     _drain(futures, timeout, raise_errors)
 
 
