@@ -23,7 +23,10 @@ __all__ = ["ExperimentsMixin", "DEFAULT_EXPERIMENT_ID", "DEFAULT_EXPERIMENT_NAME
 DEFAULT_EXPERIMENT_ID = "0"
 DEFAULT_EXPERIMENT_NAME = "Default"
 _DEFAULT_KEY = "\x00default"  # cache slot of the Default experiment's id (not a valid experiment id)
-_CACHE_TTL_S = 60.0  # run creation checks the experiment; a stale 'active' for a minute is acceptable
+# Run creation checks its experiment: a stale "active" for about a minute is acceptable (another
+# process's delete is seen on the next refresh); beyond _STALE_OK_S the entry is read again first.
+_CACHE_TTL_S = 60.0
+_STALE_OK_S = 3600.0
 
 
 def _new_experiment_id() -> str:
@@ -91,18 +94,50 @@ class ExperimentsMixin:
 
     def get_experiment(self, experiment_id: str) -> Experiment:
         experiment_id = V.validate_experiment_id(experiment_id)
-        cached = self._experiment_cache.get(experiment_id)
-        if cached is not None and time.monotonic() - cached[1] < _CACHE_TTL_S:
-            return cached[0]
+        return self._cached(experiment_id, lambda: self._load_experiment(experiment_id))
+
+    def _cached(self, key: str, load: Any) -> Any:
+        """``load()``'s value, cached for _CACHE_TTL_S. Past that, a value younger than _STALE_OK_S is
+        returned at once while a background thread reloads it: starting a run (an autologged fit)
+        then never waits for a table read just because the process was idle for a minute."""
+        cached = self._experiment_cache.get(key)
+        if cached is not None:
+            age = time.monotonic() - cached[1]
+            if age < _CACHE_TTL_S:
+                return cached[0]
+            if age < _STALE_OK_S:
+                self._refresh_in_background(key, load)
+                return cached[0]
+        value = load()
+        self._experiment_cache[key] = (value, time.monotonic())
+        return value
+
+    def _refresh_in_background(self, key: str, load: Any) -> None:
+        import threading
+
+        refreshing = self.__dict__.setdefault("_refreshing", set())
+        if key in refreshing:
+            return
+        refreshing.add(key)
+
+        def refresh() -> None:
+            try:
+                self._experiment_cache[key] = (load(), time.monotonic())
+            except Exception:  # noqa: BLE001 - e.g. deleted meanwhile: drop it; the next call reads afresh
+                self._experiment_cache.pop(key, None)
+            finally:
+                refreshing.discard(key)
+
+        threading.Thread(target=refresh, name="deltaflow-experiment-refresh", daemon=True).start()
+
+    def _load_experiment(self, experiment_id: str) -> Experiment:
         rows = self._experiment_rows(Where.of(experiment_id=experiment_id))
         if not rows and experiment_id == DEFAULT_EXPERIMENT_ID:
             self.default_experiment_id()
             rows = self._experiment_rows(Where.of(experiment_id=experiment_id))
         if not rows:
             raise NotFound(f"experiment {experiment_id!r} does not exist in store {self.location.uri!r}")
-        experiment = self._experiments_with_tags(rows)[0]
-        self._experiment_cache[experiment_id] = (experiment, time.monotonic())
-        return experiment
+        return self._experiments_with_tags(rows)[0]
 
     def get_experiment_by_name(self, name: str) -> Optional[Experiment]:
         name = V.validate_experiment_name(name)
@@ -117,12 +152,7 @@ class ExperimentsMixin:
 
         Cached like experiments (every run started without an experiment asks; on the spark engine the
         read costs ~0.4 s, which an autologged fit would otherwise pay each time)."""
-        cached = self._experiment_cache.get(_DEFAULT_KEY)
-        if cached is not None and time.monotonic() - cached[1] < _CACHE_TTL_S:
-            return cached[0]
-        experiment_id = self._default_experiment_id()
-        self._experiment_cache[_DEFAULT_KEY] = (experiment_id, time.monotonic())
-        return experiment_id
+        return self._cached(_DEFAULT_KEY, self._default_experiment_id)
 
     def _default_experiment_id(self) -> str:
         rows = [r for r in self._experiment_rows(Where.of(name=DEFAULT_EXPERIMENT_NAME))]
