@@ -126,7 +126,9 @@ def _build_local_session() -> "SparkSession":
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.memory", os.environ.get("DELTAFLOW_DRIVER_MEMORY", "2g"))
+        # A long local session (a notebook, the test suite: Spark ML, registry, tracking on one JVM)
+        # full-GC-thrashed at 2g; the heap is a ceiling, not a reservation.
+        .config("spark.driver.memory", os.environ.get("DELTAFLOW_DRIVER_MEMORY", "4g"))
         # Delta's own commit retry handles concurrent blind appends; keep its log quiet.
         .config("spark.databricks.delta.retentionDurationCheck.enabled", "true")
         # Delta replays its log with 50 partitions by default: right for a cluster, pure overhead
