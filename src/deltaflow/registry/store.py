@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from deltaflow.errors import ConcurrentModification, InvalidArgument, NotFound, PermissionDenied
 from deltaflow.registry import _rules as R
-from deltaflow.registry.state import RegistryState, _Model, _Version, activity_of
+from deltaflow.registry.state import RegistryState, _Model, _Version
 
 if TYPE_CHECKING:  # pragma: no cover
     from deltaflow.store.tracking_store import TrackingStore
@@ -95,14 +95,8 @@ class RegistryStore:
         """Fold every revision newer than ours (an incremental read)."""
         from deltaflow.store.engine import Where
 
-        rows = self.engine.read(_LOG, Where((("revision", ">", self._state.revision),))).to_pylist()
-        by_revision: dict[int, dict[str, Any]] = {}
-        for row in rows:
-            # Exactly one row per revision is the invariant the conflict-checked claim keeps; should
-            # an engine ever let two through, every reader still picks the same one.
-            seen = by_revision.get(row["revision"])
-            if seen is None or row["event_id"] < seen["event_id"]:
-                by_revision[row["revision"]] = row
+        by_revision = _one_per_revision(
+            self.engine.read(_LOG, Where((("revision", ">", self._state.revision),))).to_pylist())
         next_revision = self._state.revision + 1
         while next_revision in by_revision:
             self._state.apply(_decode(by_revision[next_revision]))
@@ -117,10 +111,7 @@ class RegistryStore:
 
     def events(self) -> list[dict[str, Any]]:
         """Every decoded log row, oldest first (one per revision)."""
-        first: dict[int, dict[str, Any]] = {}
-        for row in self.engine.read(_LOG).to_pylist():  # the whole log: it is small
-            if row["revision"] not in first or row["event_id"] < first[row["revision"]]["event_id"]:
-                first[row["revision"]] = row
+        first = _one_per_revision(self.engine.read(_LOG).to_pylist())  # the whole log: it is small
         return [_decode(first[r]) for r in sorted(first)]
 
     def commit(self, decide: Callable[[RegistryState, str], Optional[Decision]]) -> Optional[dict[str, Any]]:
@@ -209,6 +200,17 @@ class RegistryStore:
         return target, parsed.run_id
 
 
+def _one_per_revision(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Log rows by revision. Exactly one row per revision is the invariant the conflict-checked
+    claim keeps; should an engine ever let two through, every reader still picks the same one."""
+    by_revision: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        seen = by_revision.get(row["revision"])
+        if seen is None or row["event_id"] < seen["event_id"]:
+            by_revision[row["revision"]] = row
+    return by_revision
+
+
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
     event = dict(row)
     event["details"] = json.loads(row["details"]) if row.get("details") else {}
@@ -252,7 +254,3 @@ def registry_store(tracking: "TrackingStore") -> RegistryStore:
                 store = RegistryStore(tracking)
                 tracking._registry_store = store
     return store
-
-
-def activities(events: list[dict[str, Any]]) -> list[Any]:
-    return [activity_of(e) for e in events]
