@@ -1,7 +1,9 @@
 """The explicit client: MlflowClient's method names with explicit ids, over the tracking store.
 
-No storage logic lives here: arguments are normalised and passed to the store; artifacts go through
-:mod:`deltaflow.artifacts`. ``synchronous=True`` on a write makes it durable before returning.
+No storage logic lives here: every argument is validated (:mod:`deltaflow.tracking._validation`, an
+:class:`~deltaflow.errors.InvalidArgument` naming the bad value) before anything reaches the store's
+write buffer, then passed to the store; artifacts go through :mod:`deltaflow.artifacts`.
+``synchronous=True`` on a write makes it durable before returning.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from deltaflow.entities import (
 )
 from deltaflow.errors import InvalidArgument, MissingDependency
 from deltaflow.registry.client import RegistryClientMixin
+from deltaflow.tracking import _validation as V
 
 if TYPE_CHECKING:  # pragma: no cover
     from deltaflow.store.tracking_store import TrackingStore
@@ -63,7 +66,10 @@ class DeltaflowClient(RegistryClientMixin):
     # -- experiments ------------------------------------------------------------------------
     def create_experiment(self, name: str, artifact_location: Optional[str] = None,
                           tags: Optional[dict[str, Any]] = None) -> str:
-        return self._store.create_experiment(name, artifact_location, tags)
+        name = V.validate_experiment_name(name)
+        artifact_location = V.validate_artifact_location(artifact_location)
+        checked = V.validate_tags(tags, "experiment tags")
+        return self._store.create_experiment(name, artifact_location, dict(checked) if tags is not None else None)
 
     def get_experiment(self, experiment_id: str) -> Experiment:
         return self._store.get_experiment(experiment_id)
@@ -97,22 +103,34 @@ class DeltaflowClient(RegistryClientMixin):
                    tags: Optional[dict[str, Any]] = None, run_name: Optional[str] = None) -> Run:
         from deltaflow.tracking._context import resolve_user
 
-        tags = dict(tags or {})
-        user = str(tags.get("mlflow.user") or resolve_user())
-        return self._store.create_run(str(experiment_id), user, start_time, list(tags.items()), run_name)
+        experiment_id = V.validate_experiment_id(experiment_id)
+        if start_time is not None:
+            start_time = V.validate_timestamp(start_time, "start_time")
+        checked = dict(V.validate_tags(tags, "run tags"))
+        run_name = V.validate_run_name(run_name)
+        if run_name is not None and checked.get(V.RUN_NAME_TAG, run_name) != run_name:
+            raise InvalidArgument(
+                f"run_name {run_name!r} and tag {V.RUN_NAME_TAG!r} {checked[V.RUN_NAME_TAG]!r} disagree; "
+                "give one of them, or the same value to both"
+            )
+        user = checked.get("mlflow.user") or str(resolve_user())
+        return self._store.create_run(experiment_id, user, start_time, list(checked.items()), run_name)
 
     def get_run(self, run_id: str) -> Run:
         return self._store.get_run(run_id)
 
     def update_run(self, run_id: str, status: Optional[str] = None, name: Optional[str] = None) -> None:
+        V.validate_run_id(run_id)
+        if status is not None:
+            V.validate_status(status)
+        V.validate_run_name(name)
         self._store.update_run_info(run_id, status=status, run_name=name)
 
     def set_terminated(self, run_id: str, status: Optional[str] = None, end_time: Optional[int] = None) -> None:
-        status = status or RunStatus.FINISHED
-        if status not in RunStatus.ALL:
-            raise InvalidArgument(f"run status {status!r} is not valid; use one of {', '.join(RunStatus.ALL)}")
-        self._store.update_run_info(run_id, status=status,
-                                    end_time=end_time if end_time is not None else int(time.time() * 1000))
+        V.validate_run_id(run_id)
+        status = V.validate_status(RunStatus.FINISHED if status is None else status)
+        end_time = V.validate_timestamp(end_time, "end_time") if end_time is not None else int(time.time() * 1000)
+        self._store.update_run_info(run_id, status=status, end_time=end_time)
 
     def delete_run(self, run_id: str) -> None:
         self._store.set_run_lifecycle(run_id, LifecycleStage.DELETED)
@@ -131,7 +149,8 @@ class DeltaflowClient(RegistryClientMixin):
             self._store.flush()
 
     def log_param(self, run_id: str, key: str, value: Any, synchronous: Optional[bool] = None) -> Any:
-        self._store.log_batch(run_id, params=[Param(key, value if isinstance(value, str) else str(value))])
+        key, text = V.validate_param(key, value)
+        self._store.log_batch(run_id, params=[Param(key, text)])
         self._maybe_sync(synchronous)
         return value
 
@@ -144,11 +163,21 @@ class DeltaflowClient(RegistryClientMixin):
 
     def log_batch(self, run_id: str, metrics: Iterable[Metric] = (), params: Iterable[Param] = (),
                   tags: Iterable[RunTag] = (), synchronous: Optional[bool] = None) -> None:
-        self._store.log_batch(run_id, metrics, params, tags)
+        """Log metrics, params and tags together. The whole batch is validated first (a bad item
+        writes nothing); a batch past MLflow's per-request limits (1,000 metrics, 100 params, 100
+        tags, 1,000 in all) is then sent as several requests, as ``MlflowClient.log_batch`` does."""
+        V.validate_run_id(run_id)
+        metrics = V.batch_items(metrics, "metrics", "Metric")
+        params = V.batch_items(params, "params", "Param")
+        tags = V.batch_items(tags, "tags", "RunTag")
+        V.validate_batch(metrics, params, tags, limits=False)
+        for chunk in V.split_batch(metrics, params, tags):
+            self._store.log_batch(run_id, *chunk)
         self._maybe_sync(synchronous)
 
     def log_inputs(self, run_id: str, datasets: Optional[Sequence[DatasetInput]] = None) -> None:
-        self._store.log_inputs(run_id, list(datasets or []))
+        V.validate_run_id(run_id)
+        self._store.log_inputs(run_id, V.validate_dataset_inputs(datasets))
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
         return self._store.get_metric_history(run_id, key)
@@ -171,31 +200,31 @@ class DeltaflowClient(RegistryClientMixin):
         return get_artifact_repository(self.get_run(run_id).info.artifact_uri)
 
     def log_artifact(self, run_id: str, local_path: str, artifact_path: Optional[str] = None) -> None:
-        if not os.path.isfile(local_path):
+        if not isinstance(local_path, (str, os.PathLike)) or not os.path.isfile(local_path):
             raise InvalidArgument(f"local_path {local_path!r} is not a file")
         self._artifacts(run_id).log_artifact(local_path, artifact_path)
 
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: Optional[str] = None) -> None:
-        if not os.path.isdir(local_dir):
+        if not isinstance(local_dir, (str, os.PathLike)) or not os.path.isdir(local_dir):
             raise InvalidArgument(f"local_dir {local_dir!r} is not a directory")
         self._artifacts(run_id).log_artifacts(local_dir, artifact_path)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        check_artifact_file(artifact_file)
         if not isinstance(text, str):
             raise InvalidArgument(f"log_text needs a str, got {type(text).__name__}")
-        self._artifacts(run_id).write_bytes(artifact_file, text.encode("utf-8"))
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates
+            raise InvalidArgument(f"log_text's text is not encodable as UTF-8: {exc}") from None
+        self._artifacts(run_id).write_bytes(artifact_file, data)
 
     def log_dict(self, run_id: str, dictionary: Any, artifact_file: str) -> None:
-        ext = posixpath.splitext(artifact_file)[1].lower()
-        if ext in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_dump(dictionary, default_flow_style=False, sort_keys=False)
-        else:
-            data = json.dumps(dictionary, indent=2, default=str)
-        self._artifacts(run_id).write_bytes(artifact_file, data.encode("utf-8"))
+        check_artifact_file(artifact_file)
+        self._artifacts(run_id).write_bytes(artifact_file, serialize_dict(dictionary, artifact_file))
 
     def log_figure(self, run_id: str, figure: Any, artifact_file: str, *, save_kwargs: Optional[dict] = None) -> None:
+        check_artifact_file(artifact_file)
         buf = io.BytesIO()
         module = type(figure).__module__
         if module.startswith("matplotlib"):
@@ -214,6 +243,7 @@ class DeltaflowClient(RegistryClientMixin):
         self._artifacts(run_id).write_bytes(artifact_file, buf.getvalue())
 
     def log_image(self, run_id: str, image: Any, artifact_file: str) -> None:
+        check_artifact_file(artifact_file)
         try:
             from PIL import Image
         except ImportError as exc:
@@ -230,6 +260,38 @@ class DeltaflowClient(RegistryClientMixin):
         if dst_path is not None:
             os.makedirs(dst_path, exist_ok=True)
         return self._artifacts(run_id).download_artifacts(path, dst_path)
+
+
+def check_artifact_file(artifact_file: Any) -> str:
+    """An artifact file path below the run's root (checked before any work or write)."""
+    from deltaflow.artifacts import validate_artifact_path
+
+    if validate_artifact_path(artifact_file) is None:
+        raise InvalidArgument(f"artifact file {artifact_file!r} must name a file below the root")
+    return artifact_file
+
+
+def serialize_dict(dictionary: Any, artifact_file: str) -> bytes:
+    """``dictionary`` as JSON, or YAML for a .yaml/.yml file; InvalidArgument when it cannot be
+    serialised (a circular structure, keys JSON cannot hold, objects YAML cannot represent)."""
+    ext = posixpath.splitext(artifact_file)[1].lower()
+    try:
+        if ext in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_dump(dictionary, default_flow_style=False, sort_keys=False)
+        else:
+            data = json.dumps(dictionary, indent=2, default=str)
+        return data.encode("utf-8")
+    except (ValueError, TypeError, RecursionError, UnicodeEncodeError) as exc:
+        raise InvalidArgument(
+            f"log_dict cannot serialise {type(dictionary).__name__} {V._excerpt(dictionary)} to "
+            f"{'YAML' if ext in ('.yaml', '.yml') else 'JSON'}: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError and friends without importing yaml here
+        if type(exc).__module__.startswith("yaml"):
+            raise InvalidArgument(f"log_dict cannot serialise the value to YAML: {str(exc)[:200]}") from None
+        raise
 
 
 MlflowClient = DeltaflowClient

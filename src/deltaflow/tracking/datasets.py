@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -25,6 +27,30 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# A metastore table name: one to three parts, each an identifier or a `backquoted` name.
+_TABLE_NAME_RE = re.compile(r"(?:`[^`]+`|[A-Za-z0-9_]+)(?:\.(?:`[^`]+`|[A-Za-z0-9_]+)){0,2}")
+_URI_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+
+
+def _check_delta_source(path: Optional[str], table_name: Optional[str]) -> None:
+    """Refuse what cannot be a Delta table before Spark starts: a malformed table name, or a local
+    path with no Delta log. Remote URIs (s3://, dbfs:/, abfss://...) are left to Spark."""
+    if table_name is not None:
+        if not isinstance(table_name, str) or not _TABLE_NAME_RE.fullmatch(table_name):
+            raise InvalidArgument(
+                f"{table_name!r} is not a Delta table name: use [catalog.][schema.]table, each part "
+                "letters, digits and '_' (or `backquoted`), or pass a path containing '/'"
+            )
+        return
+    if not isinstance(path, str) or not path.strip():
+        raise InvalidArgument(f"Delta table path {path!r} must be a non-empty string")
+    local = path[len("file:"):] if path.startswith("file:") else path
+    if path.startswith("file:") or not _URI_SCHEME_RE.match(path):
+        local = "/" + local.lstrip("/") if path.startswith("file:") else local
+        if not os.path.isdir(os.path.join(local, "_delta_log")):
+            raise InvalidArgument(f"{path!r} is not a Delta table: it has no _delta_log folder")
+
+
 def _spark_schema_json(schema: Any) -> str:
     return json.dumps({"spark_schema": json.loads(schema.json())})
 
@@ -34,12 +60,23 @@ def from_delta(path: Optional[str] = None, table_name: Optional[str] = None, ver
     """Describe a Delta table; the version defaults to the table's current one."""
     if (path is None) == (table_name is None):
         raise InvalidArgument("from_delta needs exactly one of path= or table_name=")
+    _check_delta_source(path, table_name)
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 0):
+        raise InvalidArgument(f"version {version!r} must be a non-negative integer (a Delta table version)")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise InvalidArgument(f"dataset name {name!r} must be a non-empty string")
     from delta.tables import DeltaTable
 
     from deltaflow._spark import get_spark
 
     spark = spark or get_spark()
-    table = DeltaTable.forPath(spark, path) if path else DeltaTable.forName(spark, table_name)
+    try:
+        table = DeltaTable.forPath(spark, path) if path else DeltaTable.forName(spark, table_name)
+    except Exception as exc:  # noqa: BLE001 - Spark's AnalysisException/ParseException, as ours
+        if not type(exc).__module__.startswith(("pyspark", "py4j")):
+            raise
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise InvalidArgument(f"{path or table_name!r} is not a readable Delta table: {first_line}") from None
     if version is None:
         version = int(table.history(1).select("version").collect()[0][0])
     reader = spark.read.format("delta").option("versionAsOf", version)
@@ -79,7 +116,7 @@ def to_dataset(obj: Any) -> Dataset:
     if module.startswith("pyspark"):
         return from_spark(obj)
     if isinstance(obj, str):
-        looks_like_path = "/" in obj or ":" in obj
+        looks_like_path = "/" in obj or (":" in obj and not obj.startswith("`"))
         return from_delta(path=obj) if looks_like_path else from_delta(table_name=obj)
     raise InvalidArgument(
         f"log_input takes a Dataset, a Delta table name or path, or a pandas/Spark DataFrame; got {type(obj).__name__}"

@@ -2,7 +2,8 @@
 
 The active-run stack is a ``ContextVar`` holding an immutable tuple, so threads and asyncio tasks each
 see their own stack (a new thread starts with none, a task inherits its creator's). Every call goes
-through :class:`DeltaflowClient`; nothing here touches storage.
+through :class:`DeltaflowClient`; nothing here touches storage. Arguments are validated before a run is
+started on the caller's behalf, so a malformed call writes nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Optional, Sequence
+from collections.abc import Mapping
+from typing import Any, Callable, Optional, Sequence
 
 from deltaflow.config import get_tracking_uri
 from deltaflow.entities import (
@@ -29,7 +31,8 @@ from deltaflow.entities import (
     ViewType,
 )
 from deltaflow.errors import InvalidArgument, InvalidState
-from deltaflow.tracking.client import DeltaflowClient
+from deltaflow.tracking import _validation as V
+from deltaflow.tracking.client import DeltaflowClient, check_artifact_file, serialize_dict
 
 __all__ = [
     "ActiveRun", "start_run", "end_run", "active_run", "last_active_run", "set_experiment",
@@ -105,6 +108,18 @@ def start_run(
 ) -> ActiveRun:
     """Start a new run, or resume ``run_id``; use as a context manager to end it automatically."""
     del log_system_metrics  # accepted for MLflow compatibility; not collected yet
+    if run_id is not None:
+        V.validate_run_id(run_id)
+    if experiment_id is not None:
+        experiment_id = V.validate_experiment_id(experiment_id)
+    if parent_run_id is not None:
+        V.validate_run_id(parent_run_id)
+    V.validate_run_name(run_name)
+    tags = dict(V.validate_tags(tags))
+    if description is not None:
+        if not isinstance(description, str):
+            raise InvalidArgument(f"description {V._excerpt(description)} must be a string")
+        V.validate_tag("mlflow.note.content", description)
     stack = _run_stack.get()
     client = _client()
     if stack and not nested:
@@ -123,7 +138,7 @@ def start_run(
                 f"run {run_id!r} belongs to experiment {existing.info.experiment_id!r}, not {experiment_id!r}"
             )
         client._store.update_run_info(run_id, status=RunStatus.RUNNING, run_name=run_name)
-        for key, value in (tags or {}).items():
+        for key, value in tags.items():
             client.set_tag(run_id, key, value)
         if description is not None:
             client.set_tag(run_id, "mlflow.note.content", description)
@@ -131,7 +146,7 @@ def start_run(
     else:
         from deltaflow.tracking._context import resolve_context_tags
 
-        all_tags = {**resolve_context_tags(), **(tags or {})}
+        all_tags = {**resolve_context_tags(), **tags}
         if parent_run_id is not None:
             all_tags["mlflow.parentRunId"] = parent_run_id
         if description is not None:
@@ -181,10 +196,26 @@ def _run_id_or_start() -> str:
     return run.info.run_id if run else start_run().info.run_id
 
 
+def _target_run(run_id: Optional[str], check: Callable[[], Any]) -> str:
+    """The run a fluent call writes to: ``run_id``, else the active run, else a new run, started only
+    once ``check()`` (the call's argument validation) has passed, so a bad call starts nothing."""
+    if run_id:
+        return run_id
+    run = active_run()
+    if run is not None:
+        return run.info.run_id
+    check()
+    return start_run().info.run_id
+
+
 # -- experiments -----------------------------------------------------------------------------
 def set_experiment(experiment_name: Optional[str] = None, experiment_id: Optional[str] = None) -> Experiment:
     if (experiment_name is None) == (experiment_id is None):
         raise InvalidArgument("set_experiment needs exactly one of experiment_name or experiment_id")
+    if experiment_id is not None:
+        experiment_id = V.validate_experiment_id(experiment_id)
+    else:
+        V.validate_experiment_name(experiment_name)
     client = _client()
     if experiment_id is not None:
         experiment = client.get_experiment(experiment_id)
@@ -243,20 +274,32 @@ def restore_experiment(experiment_id: str) -> None:
 
 # -- logging ---------------------------------------------------------------------------------
 def log_param(key: str, value: Any, synchronous: Optional[bool] = None) -> Any:
-    return _client().log_param(_run_id_or_start(), key, value, synchronous=synchronous)
+    return _client().log_param(_target_run(None, lambda: V.validate_param(key, value)), key, value,
+                               synchronous=synchronous)
+
+
+def _mapping(value: Any, what: str) -> Any:
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(f"{what} must be a dict, got {type(value).__name__} {V._excerpt(value)}")
+    return value
 
 
 def log_params(params: dict[str, Any], synchronous: Optional[bool] = None, run_id: Optional[str] = None) -> None:
-    _client().log_batch(run_id or _run_id_or_start(), params=[Param(k, str(v)) for k, v in params.items()],
-                        synchronous=synchronous)
+    items = [Param(*V.validate_param(k, v)) for k, v in _mapping(params, "log_params' params").items()]
+    _client().log_batch(_target_run(run_id, lambda: None), params=items, synchronous=synchronous)
 
 
 def log_metric(key: str, value: float, step: Optional[int] = None, synchronous: Optional[bool] = None,
                timestamp: Optional[int] = None, run_id: Optional[str] = None) -> None:
     # The hot path: no client object, no run lookup beyond the context variable.
     stack = _run_stack.get()
-    rid = run_id or (stack[-1].info.run_id if stack else _run_id_or_start())
-    store = (stack[-1]._client if stack else _client())._store  # type: ignore[attr-defined]
+    if stack:
+        rid = run_id or stack[-1].info.run_id
+        store = stack[-1]._client._store  # type: ignore[attr-defined]
+    else:
+        rid = _target_run(run_id, lambda: V.validate_metric(key, value, 0 if timestamp is None else timestamp,
+                                                            0 if step is None else step))
+        store = _client()._store
     store.log_metric_fast(rid, key, value, timestamp, step)
     if synchronous:
         store.flush()
@@ -264,43 +307,65 @@ def log_metric(key: str, value: float, step: Optional[int] = None, synchronous: 
 
 def log_metrics(metrics: dict[str, float], step: Optional[int] = None, synchronous: Optional[bool] = None,
                 timestamp: Optional[int] = None, run_id: Optional[str] = None) -> None:
-    ts = timestamp if timestamp is not None else int(time.time() * 1000)
-    _client().log_batch(run_id or _run_id_or_start(),
-                        metrics=[Metric(k, v, ts, step or 0) for k, v in metrics.items()], synchronous=synchronous)
+    ts = V.validate_timestamp(timestamp, "timestamp") if timestamp is not None else int(time.time() * 1000)
+    items = [Metric(k, v, ts, 0 if step is None else step) for k, v in _mapping(metrics, "log_metrics' metrics").items()]
+    V.validate_batch(items, (), (), limits=False)
+    _client().log_batch(_target_run(run_id, lambda: None), metrics=items, synchronous=synchronous)
 
 
 def set_tag(key: str, value: Any, synchronous: Optional[bool] = None) -> None:
-    _client().set_tag(_run_id_or_start(), key, value, synchronous=synchronous)
+    _client().set_tag(_target_run(None, lambda: V.validate_tag(key, value)), key, value, synchronous=synchronous)
 
 
 def set_tags(tags: dict[str, Any], synchronous: Optional[bool] = None) -> None:
-    _client().log_batch(_run_id_or_start(), tags=[RunTag(k, str(v)) for k, v in tags.items()],
-                        synchronous=synchronous)
+    items = [RunTag(k, v) for k, v in V.validate_tags(_mapping(tags, "set_tags' tags"))]
+    _client().log_batch(_target_run(None, lambda: None), tags=items, synchronous=synchronous)
 
 
 def delete_tag(key: str) -> None:
-    _client().delete_tag(_run_id_or_start(), key)
+    _client().delete_tag(_target_run(None, lambda: V.validate_key(key, "tag")), key)
+
+
+def _check_local(path: Any, kind: str, artifact_path: Optional[str]) -> None:
+    from deltaflow.artifacts import validate_artifact_path
+
+    exists = os.path.isfile if kind == "file" else os.path.isdir
+    if not isinstance(path, (str, os.PathLike)) or not exists(path):
+        raise InvalidArgument(f"local {'path' if kind == 'file' else 'dir'} {path!r} is not a {kind}")
+    validate_artifact_path(artifact_path)
 
 
 def log_artifact(local_path: str, artifact_path: Optional[str] = None, run_id: Optional[str] = None) -> None:
-    _client().log_artifact(run_id or _run_id_or_start(), local_path, artifact_path)
+    rid = _target_run(run_id, lambda: _check_local(local_path, "file", artifact_path))
+    _client().log_artifact(rid, local_path, artifact_path)
 
 
 def log_artifacts(local_dir: str, artifact_path: Optional[str] = None, run_id: Optional[str] = None) -> None:
-    _client().log_artifacts(run_id or _run_id_or_start(), local_dir, artifact_path)
+    rid = _target_run(run_id, lambda: _check_local(local_dir, "directory", artifact_path))
+    _client().log_artifacts(rid, local_dir, artifact_path)
 
 
 def log_text(text: str, artifact_file: str, run_id: Optional[str] = None) -> None:
-    _client().log_text(run_id or _run_id_or_start(), text, artifact_file)
+    def check() -> None:
+        check_artifact_file(artifact_file)
+        if not isinstance(text, str):
+            raise InvalidArgument(f"log_text needs a str, got {type(text).__name__}")
+
+    _client().log_text(_target_run(run_id, check), text, artifact_file)
 
 
 def log_dict(dictionary: Any, artifact_file: str, run_id: Optional[str] = None) -> None:
-    _client().log_dict(run_id or _run_id_or_start(), dictionary, artifact_file)
+    def check() -> None:
+        check_artifact_file(artifact_file)
+        serialize_dict(dictionary, artifact_file)
+
+    _client().log_dict(_target_run(run_id, check), dictionary, artifact_file)
 
 
 def log_figure(figure: Any, artifact_file: str, *, save_kwargs: Optional[dict] = None,
                run_id: Optional[str] = None) -> None:
-    _client().log_figure(run_id or _run_id_or_start(), figure, artifact_file, save_kwargs=save_kwargs)
+    rid = _target_run(run_id, lambda: check_artifact_file(artifact_file))
+    _client().log_figure(rid, figure, artifact_file, save_kwargs=save_kwargs)
 
 
 def log_input(dataset: Any, context: Optional[str] = None, tags: Optional[dict[str, str]] = None,
@@ -309,10 +374,13 @@ def log_input(dataset: Any, context: Optional[str] = None, tags: Optional[dict[s
     from deltaflow.tracking.datasets import to_dataset
 
     ds = to_dataset(dataset)
-    input_tags = [InputTag(k, str(v)) for k, v in (tags or {}).items()]
+    if context is not None and not isinstance(context, str):
+        raise InvalidArgument(f"log_input's context {V._excerpt(context)} must be a string")
+    input_tags = [InputTag(k, v) for k, v in V.validate_tags(tags, "log_input's tags")]
     if context is not None:
         input_tags.append(InputTag("mlflow.data.context", context))
-    _client().log_inputs(run_id or _run_id_or_start(), [DatasetInput(dataset=ds, tags=input_tags)])
+    inputs = V.validate_dataset_inputs([DatasetInput(dataset=ds, tags=input_tags)])
+    _client().log_inputs(_target_run(run_id, lambda: None), inputs)
 
 
 def flush(timeout: Optional[float] = None) -> None:
@@ -336,13 +404,16 @@ def get_metric_history(run_id: str, key: str) -> list[Metric]:
 def get_artifact_uri(artifact_path: Optional[str] = None, run_id: Optional[str] = None) -> str:
     from deltaflow.artifacts import join_uri, validate_artifact_path
 
-    base = _client().get_run(run_id or _run_id_or_start()).info.artifact_uri
     path = validate_artifact_path(artifact_path)
+    base = _client().get_run(_target_run(run_id, lambda: None)).info.artifact_uri
     return join_uri(base, path) if path else base
 
 
 def list_artifacts(artifact_path: Optional[str] = None, run_id: Optional[str] = None) -> list[FileInfo]:
-    return _client().list_artifacts(run_id or _run_id_or_start(), artifact_path)
+    from deltaflow.artifacts import validate_artifact_path
+
+    rid = _target_run(run_id, lambda: validate_artifact_path(artifact_path))
+    return _client().list_artifacts(rid, artifact_path)
 
 
 def download_artifacts(artifact_uri: Optional[str] = None, run_id: Optional[str] = None,
