@@ -125,7 +125,25 @@ class ArtifactRepository(abc.ABC):
         rel = validate_artifact_path(artifact_file)
         if rel is None:
             raise InvalidArgument(f"artifact file {artifact_file!r} must name a file below the root")
+        if artifact_file.split("/")[-1] in ("", "."):
+            raise InvalidArgument(f"artifact file {artifact_file!r} ends in '/' (or '/.'), so it names a folder; "
+                                  "give a file name such as 'dir/file.txt'")
         self._write(rel, bytes(data))
+
+    def publish_dir(self, local_dir: str, artifact_path: str) -> None:
+        """Publish a local directory (a model) as ``artifact_path``, whole or not at all.
+
+        The base version, for stores without an atomic directory rename: any existing folder is
+        removed, every file is uploaded, and ``MLmodel`` (the completeness marker) goes last, so an
+        interrupted publish leaves a folder without ``MLmodel``, which loaders and the registry refuse.
+        """
+        rel = validate_artifact_path(artifact_path)
+        if rel is None:
+            raise InvalidArgument("a model must be published below the artifact root, not as the root itself")
+        src_root = _local_source(local_dir, want_dir=True)
+        self._delete(rel)
+        for src, sub in _marker_last(src_root):
+            self._put_file(src, _join(rel, sub))
 
     def list_artifacts(self, path: str | None = None) -> list[FileInfo]:
         """Direct children of ``path``, sorted; dirs have file_size None; [] for a file or missing."""
@@ -177,6 +195,65 @@ class ArtifactRepository(abc.ABC):
         return f"{type(self).__name__}({self.root_uri!r})"
 
 
+_MARKER = "MLmodel"  # a model folder's completeness marker: always written last
+
+
+def _marker_last(src_root: str) -> list[tuple[str, str]]:
+    """``(local file, relative path)`` of every file below ``src_root``, the top-level MLmodel last."""
+    files = []
+    for dirpath, _dirs, filenames in os.walk(src_root):
+        sub = os.path.relpath(dirpath, src_root).replace(os.sep, "/")
+        files += [(os.path.join(dirpath, n), n if sub == "." else f"{sub}/{n}") for n in sorted(filenames)]
+    return sorted(files, key=lambda f: f[1] == _MARKER)
+
+
+def _fsync_dir(path: str) -> None:
+    with contextlib.suppress(OSError):  # not every file system (or FUSE mount) can fsync a directory
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _publish_local(src_root: str, target: str) -> None:
+    """Copy ``src_root`` into a hidden staging folder beside ``target`` (MLmodel last, every file
+    fsynced), then publish it with one rename. A crash leaves either the old state or the whole new
+    folder, plus at most a hidden staging folder that listings skip and gc removes. An existing
+    ``target`` is first renamed aside (hidden) and removed after the new one is in place."""
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = os.path.join(parent, f"{_TMP_PREFIX}{os.urandom(8).hex()}")
+    os.mkdir(staging)
+    try:
+        for src, sub in _marker_last(src_root):
+            dest = os.path.join(staging, *sub.split("/"))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with open(src, "rb") as inp, open(dest, "xb") as out:
+                shutil.copyfileobj(inp, out, 1 << 20)
+                out.flush()
+                with contextlib.suppress(OSError):
+                    os.fsync(out.fileno())
+        for dirpath, dirnames, filenames in os.walk(src_root):  # empty folders too, as copytree keeps them
+            if not dirnames and not filenames:
+                rel = os.path.relpath(dirpath, src_root)
+                os.makedirs(os.path.join(staging, rel), exist_ok=True)
+        _fsync_dir(staging)
+        try:
+            os.rename(staging, target)  # replaces nothing, or an empty folder
+        except OSError:
+            if not os.path.lexists(target):
+                raise
+            aside = os.path.join(parent, f"{_TMP_PREFIX}{os.urandom(8).hex()}")
+            os.rename(target, aside)
+            os.rename(staging, target)
+            shutil.rmtree(aside, ignore_errors=True) if os.path.isdir(aside) else os.remove(aside)
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def _atomic_write(dest: str, fill: Any) -> None:
     """Write a temp file in dest's directory, then rename it over dest: readers, and a crash
     mid-write, only ever see the old file or the whole new one. Mode 0o666 lets the umask apply as
@@ -213,7 +290,38 @@ class LocalArtifactRepository(ArtifactRepository):
         self.root_path = os.path.abspath(_local_path(root_uri))
 
     def _abs(self, rel: str | None) -> str:
-        return os.path.join(self.root_path, *rel.split("/")) if rel else self.root_path
+        """The path of ``rel``, which must not lead out of the root through a symbolic link."""
+        if not rel:
+            return self.root_path
+        path = os.path.join(self.root_path, *rel.split("/"))
+        self._confine(rel, path)
+        return path
+
+    def _confine(self, rel: str, path: str) -> None:
+        root = os.path.realpath(self.root_path)
+        real = os.path.realpath(path)
+        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+            raise InvalidArgument(f"artifact path {rel!r} leads outside the artifact root {self.root_uri} through "
+                                  f"a symbolic link (to {real!r}); artifacts are read and written only inside it")
+
+    def _confine_tree(self, rel: str | None, directory: str) -> None:
+        """Refuse a download whose tree holds a symbolic link leading out of the root."""
+        for dirpath, dirnames, filenames in os.walk(directory):
+            dirnames[:] = [d for d in dirnames if not d.startswith(_TMP_PREFIX)]
+            for name in dirnames + filenames:
+                path = os.path.join(dirpath, name)
+                if os.path.islink(path):
+                    sub = os.path.relpath(path, self.root_path).replace(os.sep, "/")
+                    self._confine(sub, path)
+
+    def publish_dir(self, local_dir: str, artifact_path: str) -> None:
+        """Publish a local directory (a model) as ``artifact_path`` with one atomic rename."""
+        rel = validate_artifact_path(artifact_path)
+        if rel is None:
+            raise InvalidArgument("a model must be published below the artifact root, not as the root itself")
+        src_root = _local_source(local_dir, want_dir=True)
+        target = self._abs(rel)
+        self._io(f"publish {src_root!r} as {rel!r}", lambda: _publish_local(src_root, target))
 
     def _io(self, what: str, fn: Any) -> Any:
         try:
@@ -247,6 +355,8 @@ class LocalArtifactRepository(ArtifactRepository):
 
     def _fetch(self, rel: str | None, dst: str) -> None:
         src = self._abs(rel)
+        if os.path.isdir(src):
+            self._confine_tree(rel, src)
 
         def copy() -> None:
             if os.path.isdir(src):
@@ -259,7 +369,10 @@ class LocalArtifactRepository(ArtifactRepository):
         self._io(f"download {rel or '/'!r} to {dst!r}", copy)
 
     def _delete(self, rel: str | None) -> None:
-        target = self._abs(rel)
+        # The parent must be inside the root; the last part may itself be a link (it is removed, not followed).
+        if rel and "/" in rel:
+            self._abs(rel.rsplit("/", 1)[0])
+        target = os.path.join(self.root_path, *rel.split("/")) if rel else self.root_path
 
         def delete() -> None:
             with contextlib.suppress(FileNotFoundError):  # gone concurrently: as asked

@@ -421,12 +421,21 @@ _lifecycle_command(runs, "run", "restore", "Restore a deleted run.")
 @click.option("--experiment-ids", default=None, metavar="A,B", help="Purge these deleted experiments.")
 @click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
 @click.option("--mark-dead", is_flag=True, help="First end RUNNING runs whose writer stopped heartbeating.")
+@click.option("--model-grace", default="24h", metavar="AGE", show_default=True,
+              help="Remove registry model copies no registry event references, and staging folders crashed "
+                   "model writes left, once older than this (30d, 12h, 45m, 90s).")
 @click.pass_context
 def gc(ctx: click.Context, older_than: Optional[str], run_ids: Optional[str], experiment_ids: Optional[str],
-       dry_run: bool, mark_dead: bool) -> None:
-    """Permanently remove deleted runs and experiments, with their artifacts."""
+       dry_run: bool, mark_dead: bool, model_grace: str) -> None:
+    """Permanently remove deleted runs and experiments, with their artifacts, and what interrupted
+    model writes and registrations left behind."""
+    from deltaflow.registry.copies import gc_model_files
     from deltaflow.store import maintenance
 
+    now_ms = int(time.time() * 1000)
+    if not re.fullmatch(r"\s*\d+(?:\.\d+)?\s*[dhms]\s*", model_grace):
+        raise InvalidArgument(f"--model-grace {model_grace!r} is not valid; use an age such as 24h, 30m or 0s")
+    grace_s = (now_ms - parse_older_than(model_grace, now_ms)) / 1000
     cutoff = parse_older_than(older_than) if older_than else None
     run_list, exp_list = _split_ids(run_ids), _split_ids(experiment_ids)
     store = _store(ctx)
@@ -447,6 +456,13 @@ def gc(ctx: click.Context, older_than: Optional[str], run_ids: Optional[str], ex
         click.echo(f"{verb}remove artifacts {uri}")
     click.echo(f"{'would remove' if dry_run else 'removed'} {len(report.run_ids)} run(s) and "
                f"{len(report.experiment_ids)} experiment(s)")
+    files = gc_model_files(store, grace_s=grace_s, dry_run=dry_run)
+    for path in files.registry_copies:
+        click.echo(f"{verb}remove unreferenced registry copy {path}")
+    for path in files.staging_paths:
+        click.echo(f"{verb}remove abandoned staging {path}")
+    click.echo(f"{'would remove' if dry_run else 'removed'} {len(files.registry_copies)} unreferenced registry "
+               f"copy(ies) and {len(files.staging_paths)} staging path(s)")
 
 
 @cli.command()

@@ -215,7 +215,7 @@ def save_model(path: str, python_model: Any = None, artifacts: Optional[dict[str
             conf["artifacts"] = _copy_artifacts(artifacts, dir_)
 
     def predict(example: Any, dir_: str) -> Any:
-        impl = _load_python_model(dir_, conf, model_config)
+        impl = _load_python_model(dir_, conf, model_config, own_pickle=True)
         return impl.predict(example, None)
 
     model = save_model_dir(path, flavor=None, flavor_conf=None, pyfunc_conf=conf, write_data=write,
@@ -239,27 +239,38 @@ def log_model(artifact_path: Optional[str] = None, python_model: Any = None,
 
 
 # -- load --------------------------------------------------------------------------------------
-def _load_python_model(model_dir: str, conf: dict[str, Any], model_config: Optional[dict[str, Any]]) -> _PythonModelImpl:
+def _load_python_model(model_dir: str, conf: dict[str, Any], model_config: Optional[dict[str, Any]], *,
+                       own_pickle: bool = False) -> _PythonModelImpl:
+    """Unpickle the PythonModel and run its load_context. ``own_pickle``: the pickle was written by
+    this process a moment ago (save_model's signature inference), so the pickle switch does not apply."""
+    from deltaflow.models._trust import model_file, require_pickle_allowed
+
     if conf.get("python_model") is None:
         raise InvalidArgument(f"the model at {model_dir} has no python_model entry; models-from-code "
                               "(python_model as a .py file) are not supported yet")
+    file = model_file(model_dir, conf["python_model"], f"{FLAVOR_NAME}.python_model")
+    artifacts = {k: model_file(model_dir, v.get("path") if isinstance(v, dict) else v, f"{FLAVOR_NAME}.artifacts.{k}")
+                 for k, v in (conf.get("artifacts") or {}).items()}
     _add_code_path(model_dir, conf)
     opener = _OPENERS.get(conf.get("python_model_compression") or "")
     if opener is None:
         raise InvalidArgument(f"the model at {model_dir} has python_model_compression "
                               f"{conf['python_model_compression']!r}; supported: gzip, bzip2, lzma")
-    with opener(os.path.join(model_dir, conf["python_model"]), "rb") as fh:
+    if not own_pickle:
+        require_pickle_allowed(file, "a custom Python model")
+    with opener(file, "rb") as fh:
         python_model = _cloudpickle().load(fh)
-    artifacts = {k: os.path.join(model_dir, *v["path"].split("/")) for k, v in (conf.get("artifacts") or {}).items()}
     context = PythonModelContext(artifacts, model_config if model_config is not None else conf.get("model_config"))
     python_model.load_context(context)
     return _PythonModelImpl(python_model, context)
 
 
 def _add_code_path(model_dir: str, conf: dict[str, Any]) -> None:
+    from deltaflow.models._trust import model_file
+
     code = conf.get("code")
     if code:
-        path = os.path.join(model_dir, code)
+        path = model_file(model_dir, code, "code")
         if path not in sys.path:
             sys.path.insert(0, path)
 
@@ -277,6 +288,11 @@ def _load_impl(model_dir: str, meta: Model, model_config: Optional[dict[str, Any
     if own is not None:
         return importlib.import_module(own)._load_pyfunc_impl(model_dir, meta, model_config)
     # Another MLflow flavor (xgboost, pytorch, ...): MLflow's own loader, when MLflow is installed.
+    # It honours MLFLOW_ALLOW_PICKLE_DESERIALIZATION itself, per format; deltaflow cannot tell which
+    # of them unpickle, so a refusing switch refuses them all.
+    from deltaflow.models._trust import model_file, require_pickle_allowed
+
+    require_pickle_allowed(model_dir, f"a model loaded by {loader!r}")
     try:
         module = importlib.import_module(loader)
     except ImportError as exc:
@@ -284,7 +300,7 @@ def _load_impl(model_dir: str, meta: Model, model_config: Optional[dict[str, Any
                                 "deltaflow loads sklearn, spark and custom Python models itself, other "
                                 "flavors need MLflow: pip install 'deltaflow[bench]'") from exc
     _add_code_path(model_dir, conf)
-    data_path = os.path.join(model_dir, conf["data"]) if conf.get("data") else model_dir
+    data_path = model_file(model_dir, conf["data"], f"{FLAVOR_NAME}.data") if conf.get("data") else model_dir
     return module._load_pyfunc(data_path)
 
 
@@ -293,9 +309,12 @@ def load_model(model_uri: str, suppress_warnings: bool = False, dst_path: Option
     """Load any model with a python_function flavor, by runs:/ URI, models:/ URI or path."""
     from deltaflow.models.uri import download_model
 
+    from deltaflow.models._trust import check_model
+
     local = download_model(model_uri, dst_path)
     meta = Model.load(local)
     if FLAVOR_NAME not in meta.flavors:
         raise InvalidArgument(f"the model at {model_uri!r} has no python_function flavor (it has "
                               f"{sorted(meta.flavors)}); load it with its flavor's load_model")
+    check_model(local, meta)  # whole, and every file it names inside the folder
     return PyFuncModel(meta, _load_impl(local, meta, model_config), local)

@@ -2,7 +2,8 @@
 
 Mirrors ``mlflow.sklearn``. The MLmodel names ``loader_module: mlflow.sklearn`` and
 ``serialization_format: cloudpickle`` as MLflow writes them, so ``mlflow.pyfunc.load_model`` loads the
-model (MLflow 3 asks for ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true`` before it unpickles anything).
+model. Loading honours ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` and ``DELTAFLOW_ALLOW_PICKLE_DESERIALIZATION``
+(see :mod:`deltaflow.models._trust`), for every format, as MLflow 3.17 does.
 Models MLflow saved with ``pickle``, ``cloudpickle`` or ``skops`` (MLflow 3's default, needs skops)
 load here too.
 """
@@ -83,9 +84,16 @@ def log_model(sk_model: Any, artifact_path: Optional[str] = None, *, name: Optio
 
 
 def _load_from_dir(model_dir: str, meta: Model) -> Any:
+    from deltaflow.models._trust import model_file, require_pickle_allowed
+
     conf = meta.flavor(FLAVOR_NAME, model_dir)
     fmt = conf.get("serialization_format", "pickle")
-    file = os.path.join(model_dir, conf.get("pickled_model") or "model.pkl")
+    file = model_file(model_dir, conf.get("pickled_model") or "model.pkl", f"{FLAVOR_NAME}.pickled_model")
+    if fmt not in ("skops", "cloudpickle", "pickle"):
+        raise InvalidArgument(f"the model at {model_dir} uses serialization_format {fmt!r}; supported: "
+                              "cloudpickle, pickle, skops")
+    # As in MLflow 3.17, skops too: its trusted-types list is read from the model itself.
+    require_pickle_allowed(file, f"a scikit-learn model in the {fmt} format")
     if fmt == "skops":
         try:
             import skops.io
@@ -111,8 +119,10 @@ def load_model(model_uri: str, dst_path: Optional[str] = None) -> Any:
     """The fitted estimator saved at ``model_uri`` (runs:/, models:/, or a path)."""
     from deltaflow.models.uri import download_model
 
+    from deltaflow.models._trust import open_model
+
     local = download_model(model_uri, dst_path)
-    return _load_from_dir(local, Model.load(local))
+    return _load_from_dir(local, open_model(local))
 
 
 class _SklearnImpl:

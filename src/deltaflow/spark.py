@@ -138,8 +138,10 @@ def _model_class(name: str) -> Any:
 def _load_from_dir(model_dir: str, meta: Model) -> Any:
     _require_pyspark("Loading a spark model")
     conf = meta.flavor(FLAVOR_NAME, model_dir)
+    from deltaflow.models._trust import model_file
+
     cls = _model_class(conf.get("model_class") or "pyspark.ml.pipeline.PipelineModel")
-    local = os.path.join(model_dir, conf.get("model_data") or _DATA)
+    local = model_file(model_dir, conf.get("model_data") or _DATA, f"{FLAVOR_NAME}.model_data")
     spark = _session()
     if _is_local(spark):
         return cls.load(local)
@@ -154,8 +156,10 @@ def load_model(model_uri: str, dst_path: Optional[str] = None) -> Any:
     """The fitted pyspark.ml model (PipelineModel or the saved class) at ``model_uri``."""
     from deltaflow.models.uri import download_model
 
+    from deltaflow.models._trust import open_model
+
     local = download_model(model_uri, dst_path)
-    return _load_from_dir(local, Model.load(local))
+    return _load_from_dir(local, open_model(local))
 
 
 def _prediction_col(model: Any) -> str:

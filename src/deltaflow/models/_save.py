@@ -12,6 +12,10 @@ from typing import Any, Callable, Iterable, Optional
 
 from deltaflow.errors import AlreadyExists, InvalidArgument
 from deltaflow.models.model import MLMODEL_FILE_NAME, Model, ModelInfo, mlflow_version
+
+# Hidden folders a model is assembled in before one rename publishes it; listings and downloads skip
+# this prefix (deltaflow.artifacts), and gc removes ones a crash left behind.
+STAGING_PREFIX = ".deltaflow-tmp-"
 from deltaflow.models.schema import ModelSignature
 
 __all__ = ["save_model_dir", "log_model_dir", "LOG_MODEL_HISTORY_TAG"]
@@ -56,14 +60,18 @@ def save_model_dir(path: Any, *, flavor: Optional[str], flavor_conf: Optional[di
     from deltaflow.models.environment import requirements_for, write_environment
     from deltaflow.models.infer import infer_output_schema, infer_schema, save_input_example, to_dataframe
 
-    path = _local_dir(path)
+    target = _local_dir(path)
     if signature is not None and signature is not False and not isinstance(signature, ModelSignature):
         raise InvalidArgument(f"signature must be a ModelSignature (see deltaflow.models.infer_signature), "
                               f"got {type(signature).__name__}")
     example = to_dataframe(input_example) if input_example is not None else None
     model = mlflow_model or Model()
-    created = not os.path.exists(path)
-    os.makedirs(path, exist_ok=True)
+    # Written in a hidden staging folder beside the target, MLmodel last, then published with one
+    # rename: a crash leaves no model or the whole model (and at most a hidden staging folder).
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    path = os.path.join(parent, f"{STAGING_PREFIX}{os.urandom(8).hex()}")
+    os.mkdir(path)
     try:
         write_data(path)
         if signature is None and example is not None:
@@ -98,15 +106,24 @@ def save_model_dir(path: Any, *, flavor: Optional[str], flavor_conf: Optional[di
         model.model_size_bytes = sum(os.path.getsize(os.path.join(d, f))
                                      for d, _, files in os.walk(path) for f in files)
         model.save(os.path.join(path, MLMODEL_FILE_NAME))
+        _publish(path, target)
     except BaseException:
-        if created:
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            for child in os.listdir(path):
-                target = os.path.join(path, child)
-                shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+        shutil.rmtree(path, ignore_errors=True)
         raise
     return model
+
+
+def _publish(staging: str, target: str) -> None:
+    """Rename the finished staging folder to ``target``, which may be absent or an empty folder."""
+    try:
+        os.rename(staging, target)
+    except OSError:
+        # Some FUSE mounts refuse to rename over an empty folder: remove it, then rename.
+        if not os.path.isdir(target) or os.listdir(target):
+            raise AlreadyExists(f"model path {target!r} was created by someone else while the model was being "
+                                "saved; save to a new path") from None
+        os.rmdir(target)
+        os.rename(staging, target)
 
 
 def _history_entry(model: Model) -> dict[str, Any]:
@@ -144,7 +161,7 @@ def log_model_dir(save: Callable[..., Model], *, name: Optional[str], artifact_p
     with tempfile.TemporaryDirectory(prefix="deltaflow-model-") as tmp:
         local = os.path.join(tmp, "model")
         save(path=local, mlflow_model=model, **save_kwargs)
-        get_artifact_repository(run.info.artifact_uri).log_artifacts(local, rel)
+        get_artifact_repository(run.info.artifact_uri).publish_dir(local, rel)  # whole or not at all
     with _history_lock:
         # The run's history as of start_run (or just read), or as this process last wrote it.
         raw = getattr(active, "_model_history", None) or run.data.tags.get(LOG_MODEL_HISTORY_TAG)

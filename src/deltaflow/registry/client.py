@@ -166,10 +166,21 @@ class RegistryClientMixin:
         name, tags, description = R.check_model_name(name), _tags(tags), R.check_description(description)
         if not isinstance(source, str) or not source:
             raise InvalidArgument(f"source must be a model URI or path, got {source!r}")
-        registry = self._registry
+        from deltaflow.registry.copies import checked_source
+
         # Check existence and permission before copying (the decision re-checks at commit time).
         self._check_can_edit(name)
-        storage, source_run = registry.copy_model(name, source)
+        with checked_source(source, self._registry.location.uri) as (local, source_run):  # a torn model: refused
+            return self._create_version_from(local, name, source, source_run, run_id, tags, run_link, description)
+
+    def _create_version_from(self, local: str, name: str, source: str, source_run: Optional[str],
+                             run_id: Optional[str], tags: dict[str, str], run_link: Optional[str],
+                             description: Optional[str]) -> ModelVersion:
+        """Copy the checked model folder ``local`` into the registry and commit the version's event."""
+        from deltaflow.registry.copies import publish_copy
+
+        registry = self._registry
+        storage = publish_copy(registry.location.artifact_root, name, local)
         run_id = run_id or source_run
         event = self._commit(lambda s, u: D.create_version(s, u, name, source, storage, run_id, run_link,
                                                              description, tags))
@@ -184,9 +195,16 @@ class RegistryClientMixin:
 
     def register_model(self, model_uri: str, name: str, tags: Optional[dict[str, Any]] = None) -> ModelVersion:
         """MLflow's ``register_model``: create the registered model if needed, then a version."""
+        from deltaflow.registry.copies import checked_source
+
         name, checked = R.check_model_name(name), _tags(tags)
-        self._commit(lambda s, u: D.create_model(s, u, name, None, {}, exist_ok=True))
-        return self.create_model_version(name, model_uri, tags=checked)
+        if not isinstance(model_uri, str) or not model_uri:
+            raise InvalidArgument(f"model_uri must be a model URI or path, got {model_uri!r}")
+        # An incomplete model is refused before the registered model is created.
+        with checked_source(model_uri, self._registry.location.uri) as (local, source_run):
+            self._commit(lambda s, u: D.create_model(s, u, name, None, {}, exist_ok=True))
+            self._check_can_edit(name)
+            return self._create_version_from(local, name, model_uri, source_run, None, checked, None, None)
 
     def get_model_version(self, name: str, version: Any) -> ModelVersion:
         return self._version_now(name, R.check_version(version), refresh=True)

@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from deltaflow.errors import ConcurrentModification, InvalidArgument, NotFound, PermissionDenied
+from deltaflow.errors import ConcurrentModification, NotFound, PermissionDenied
 from deltaflow.registry import _rules as R
 from deltaflow.registry.state import RegistryState, _Model, _Version
 
@@ -181,23 +181,12 @@ class RegistryStore:
     # -- model copies -----------------------------------------------------------------------
     def copy_model(self, name: str, source: str) -> tuple[str, Optional[str]]:
         """Copy the model at ``source`` (any model URI) into the registry's own storage, so a version
-        stays loadable when its run is deleted. Returns ``(storage_location, run_id)``."""
-        import tempfile
+        stays loadable when its run is deleted. Returns ``(storage_location, run_id)``. An incomplete
+        model is refused before anything is written; the copy is published whole (registry/copies.py)."""
+        from deltaflow.registry.copies import checked_source, publish_copy
 
-        from deltaflow.artifacts import get_artifact_repository, join_uri
-        from deltaflow.models.uri import download_model, parse_model_uri
-
-        parsed = parse_model_uri(source)
-        with tempfile.TemporaryDirectory(prefix="deltaflow-register-") as tmp:
-            local = download_model(source, tmp if parsed.kind != "local" else None,
-                                   tracking_uri=self.location.uri)
-            if not os.path.isfile(os.path.join(local, "MLmodel")):
-                raise InvalidArgument(f"no model at {source!r}: the directory has no MLmodel file; "
-                                      "register a directory written by log_model/save_model")
-            safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-            target = join_uri(self.location.artifact_root, "_registry", safe, uuid.uuid4().hex)
-            get_artifact_repository(target).log_artifacts(local, None)
-        return target, parsed.run_id
+        with checked_source(source, self.location.uri) as (local, run_id):
+            return publish_copy(self.location.artifact_root, name, local), run_id
 
 
 def _one_per_revision(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
