@@ -167,7 +167,7 @@ def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[st
     timestamp = validate_timestamp(timestamp, f"metric {key!r} timestamp")
     if not _is_int(step):
         raise InvalidArgument(
-            f"metric {key!r} step {_excerpt(step)} ({type(step).__name__}) must be an integer"
+            f"metric {key!r} step {_excerpt(step)} must be an integer, not {type(step).__name__}"
         )
     step = int(step)
     if not _I64_MIN <= step < _I64_MAX:
@@ -397,7 +397,7 @@ def validate_batch(
     for key, value in out_params:
         if key in seen:  # MLflow refuses any repeated key in one batch, same value or not
             raise InvalidArgument(
-                f"param {key!r} appears more than once in one batch ({_excerpt(seen[key])} and "
+                f"param {key!r} appears twice in one batch ({_excerpt(seen[key])} and "
                 f"{_excerpt(value)}); a batch may hold one value per param key"
             )
         seen[key] = value
