@@ -155,6 +155,8 @@ class Settings:
         # The rust engine compacts a table once this many files are live (Spark's autoCompact
         # minNumFiles default); Spark stores use Delta's own auto-compaction.
         "compact_min_files": ("DELTAFLOW_COMPACT_MIN_FILES", 50, int),
+        # The longest a search_runs call may take, in seconds; 0 means no limit.
+        "search_timeout_s": ("DELTAFLOW_SEARCH_TIMEOUT_S", 300.0, float),
     }
 
     def __getattr__(self, name: str):  # noqa: ANN204 - typed by _SPEC

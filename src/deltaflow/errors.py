@@ -20,6 +20,7 @@ __all__ = [
     "ConcurrentModification",
     "StorageError",
     "MissingDependency",
+    "SearchTimeout",
 ]
 
 
@@ -91,3 +92,10 @@ class MissingDependency(DeltaflowError, ImportError):
             f"{feature} needs the Python module {module!r}, which is not installed. "
             f"Install it with: pip install 'deltaflow[{extra}]'"
         )
+
+
+class SearchTimeout(DeltaflowError, TimeoutError):
+    """A search ran past its time limit (``DELTAFLOW_SEARCH_TIMEOUT_S``) and was stopped."""
+
+    error_code = "DEADLINE_EXCEEDED"
+    http_status = 504

@@ -10,17 +10,25 @@ every search test on both engines. Semantics kept identical to Spark's:
 * ORDER BY puts runs lacking the key last in either direction; NaN sorts above every number;
   ties break on start_time DESC (nulls last), then run_id ASC.
 
-User text only ever becomes pyarrow scalars and LIKE patterns handed to ``match_like``.
+User text only ever becomes pyarrow scalars and LIKE patterns compiled to RE2 regexes, which RE2
+matches in time linear in the value's length (an automaton, no backtracking).
+
+A search has a time limit (:class:`SearchDeadline`, ``DELTAFLOW_SEARCH_TIMEOUT_S``), checked here
+between steps (each table read, fold and clause) and enforced by ``spark_search`` by cancelling the
+search's Spark jobs.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import math
+import time
+from typing import TYPE_CHECKING, Any, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deltaflow.errors import InvalidArgument
+from deltaflow.config import settings
+from deltaflow.errors import InvalidArgument, SearchTimeout
 from deltaflow.store import _arrow
 from deltaflow.store.engine import RUN_STATE_COLUMNS, Engine, RunQuery, Where
 from deltaflow.store.schema import TABLES
@@ -28,10 +36,54 @@ from deltaflow.store.schema import TABLES
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-__all__ = ["search_run_ids", "fold_runs_state", "key_values", "compare"]
+__all__ = ["search_run_ids", "fold_runs_state", "key_values", "compare", "SearchDeadline", "TIMEOUT_ENV"]
 
 _RUN_LAST = ("run_name", "user_id", "status", "start_time", "end_time", "artifact_uri", "lifecycle_stage")
 _DATASET_COLUMNS = {"name": "name", "digest": "digest", "context": "context"}
+
+
+TIMEOUT_ENV = "DELTAFLOW_SEARCH_TIMEOUT_S"
+
+
+class SearchDeadline:
+    """The time limit of one search, started when the search starts.
+
+    ``limit_s`` defaults to ``settings.search_timeout_s`` (``DELTAFLOW_SEARCH_TIMEOUT_S``, 300 s);
+    0 means no limit.
+    """
+
+    def __init__(self, limit_s: Optional[float] = None) -> None:
+        limit = settings.search_timeout_s if limit_s is None else limit_s
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit) or limit < 0:
+            raise InvalidArgument(f"search time limit {limit!r} ({TIMEOUT_ENV}) must be a number of seconds "
+                                  ">= 0 (0: no limit)")
+        self.limit_s = float(limit)
+        self.started = time.monotonic()
+
+    @property
+    def bounded(self) -> bool:
+        return self.limit_s > 0
+
+    def remaining(self) -> float:
+        """Seconds left (infinite without a limit, never negative)."""
+        if not self.bounded:
+            return math.inf
+        return max(0.0, self.limit_s - (time.monotonic() - self.started))
+
+    def expired(self) -> bool:
+        return self.bounded and time.monotonic() - self.started >= self.limit_s
+
+    def error(self, step: str) -> SearchTimeout:
+        return SearchTimeout(
+            f"search_runs stopped after {time.monotonic() - self.started:.3g} s ({step}): the search time "
+            f"limit is {self.limit_s:g} s. Raise it with the environment variable {TIMEOUT_ENV} "
+            "(seconds; 0 removes the limit), or narrow the filter or the experiments searched."
+        )
+
+    def check(self, step: str) -> None:
+        """Raise :class:`~deltaflow.errors.SearchTimeout` if the limit has passed."""
+        if self.expired():
+            raise self.error(step)
 
 
 def _state_schema() -> pa.Schema:
@@ -232,20 +284,27 @@ def _sort_keys(column: Any, ascending: bool) -> "list[np.ndarray]":
     return [nulls, ranks if ascending else -ranks]
 
 
-def search_state(engine: Engine, query: RunQuery) -> tuple[pa.Table, "np.ndarray"]:
-    """The matching runs' state and the order to read them in (indices into the table)."""
+def search_state(engine: Engine, query: RunQuery,
+                 deadline: Optional[SearchDeadline] = None) -> tuple[pa.Table, "np.ndarray"]:
+    """The matching runs' state and the order to read them in (indices into the table).
+
+    With a ``deadline``, its limit is checked after every step (a read plus its fold or filter).
+    """
     import numpy as np
 
+    deadline = deadline or SearchDeadline(0)
     events = engine.read("runs", Where.of(experiment_id=list(query.experiment_ids)))
     state = fold_runs_state(events)
     stages = _arrow.array(list(query.lifecycle_stages), pa.string())
     state = state.filter(pc.is_in(state["lifecycle_stage"], value_set=stages))
-    for clause in query.clauses:
+    deadline.check("after reading the runs")
+    for number, clause in enumerate(query.clauses, 1):
         state = _apply_clause(engine, state, clause, query)
+        deadline.check(f"after filter clause {number} of {len(query.clauses)}")
     if state.num_rows == 0:
         return state, np.zeros(0, dtype=np.int64)
     keys: list[np.ndarray] = []
-    for order in query.order_by:
+    for number, order in enumerate(query.order_by, 1):
         if order.entity == "attribute":
             column = state[order.key]
         else:
@@ -253,6 +312,7 @@ def search_state(engine: Engine, query: RunQuery) -> tuple[pa.Table, "np.ndarray
             positions = pc.index_in(state["run_id"], value_set=values["run_id"].combine_chunks())
             column = values["value"].combine_chunks().take(positions)
         keys += _sort_keys(column, order.ascending)
+        deadline.check(f"after order_by item {number} of {len(query.order_by)}")
     keys += _sort_keys(state["start_time"], ascending=False)
     keys += _sort_keys(state["run_id"], ascending=True)
     # np.lexsort sorts by the last key first.
@@ -261,7 +321,9 @@ def search_state(engine: Engine, query: RunQuery) -> tuple[pa.Table, "np.ndarray
 
 
 def search_run_ids(engine: Engine, query: RunQuery) -> list[str]:
-    state, order_index = search_state(engine, query)
+    """The ids of the matching runs, in order, within the search time limit."""
+    deadline = SearchDeadline()
+    state, order_index = search_state(engine, query, deadline)
     end = None if query.limit is None else query.offset + query.limit
     chosen = order_index[query.offset:end]
     return state["run_id"].take(_arrow.from_numpy(chosen, pa.int64())).to_pylist() if len(chosen) else []

@@ -1,25 +1,39 @@
 """Compiling the typed search tree (``deltaflow.tracking._search``) to Spark Column expressions.
 
-User text only ever becomes literals (``F.lit``) and LIKE patterns on Column objects; no SQL string is
-built from it. MLflow semantics kept: a run lacking the metric/param/tag a clause names does not
-match; ORDER BY puts runs lacking the key last in either direction; ties break on start_time DESC,
-run_id ASC.
+User text only ever becomes literals (``F.lit``) and regexes built by ``like_to_linear_regex`` on
+Column objects; no SQL string is built from it. MLflow semantics kept: a run lacking the
+metric/param/tag a clause names does not match; ORDER BY puts runs lacking the key last in either
+direction; ties break on start_time DESC, run_id ASC.
+
+LIKE and ILIKE are not Spark's ``like``/``ilike``: those run a backtracking ``java.util.regex`` whose
+time grows as (value length) ** (number of ``%``) — minutes for ``'%a%a%b'`` on a 5,000-character
+value. They compile to ``rlike`` with a regex whose ``%``-separated segments are each matched
+leftmost-first inside atomic groups, linear in the value's length and exact for LIKE.
+
+Every search runs under the search time limit (``SearchDeadline``): its Spark jobs carry a job tag
+(a job group before Spark 3.5; a session tag on Spark Connect), which is cancelled when the limit
+passes, and the call raises :class:`~deltaflow.errors.SearchTimeout`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+import threading
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
-from deltaflow.errors import InvalidArgument
+from deltaflow.errors import InvalidArgument, SearchTimeout
+from deltaflow.store.arrow_search import SearchDeadline
 from deltaflow.store.engine import RunQuery, Where
-from deltaflow.tracking._search import normalize_like
+from deltaflow.tracking._search import like_to_linear_regex
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame
 
     from deltaflow.store.spark_engine import SparkEngine
 
-__all__ = ["search_run_ids", "search_runs_df", "runs_wide_df", "runs_view_df"]
+__all__ = ["search_run_ids", "search_runs_df", "runs_wide_df", "runs_view_df", "run_bounded"]
+
+T = TypeVar("T")
 
 _DATASET_COLUMNS = {"name": "name", "digest": "digest", "context": "context"}
 
@@ -39,10 +53,8 @@ def _compare(column: "Column", op: str, value: Any) -> "Column":
         return column < F.lit(value)
     if op == "<=":
         return column <= F.lit(value)
-    if op == "LIKE":
-        return column.like(normalize_like(value))
-    if op == "ILIKE":
-        return column.ilike(normalize_like(value))
+    if op in ("LIKE", "ILIKE"):
+        return column.rlike(like_to_linear_regex(value, op == "ILIKE"))
     if op == "IN":
         return column.isin(list(value))
     if op == "NOT IN":
@@ -120,11 +132,136 @@ def search_runs_df(engine: "SparkEngine", query: RunQuery) -> "DataFrame":
 
 
 def search_run_ids(engine: "SparkEngine", query: RunQuery) -> list[str]:
-    df = search_runs_df(engine, query).select("run_id")
-    if query.limit is not None:
-        df = df.limit(query.offset + query.limit)
-    ids = [row[0] for row in df.collect()]
+    """The ids of the matching runs, in order, within the search time limit."""
+    deadline = SearchDeadline()
+
+    def collect() -> list[Any]:
+        df = search_runs_df(engine, query).select("run_id")
+        if query.limit is not None:
+            df = df.limit(query.offset + query.limit)
+        deadline.check("while planning the query")
+        return df.collect()
+
+    ids = [row[0] for row in run_bounded(engine.spark, deadline, collect)]
     return ids[query.offset:]
+
+
+_CANCEL_REPEAT_S = 0.2  # a job submitted after a cancel is not cancelled by it: repeat until done
+
+
+class _Canceller:
+    """Marks the Spark jobs this thread starts, and cancels them from another thread.
+
+    Classic Spark 3.5+: a job tag (the thread's job group, e.g. a Databricks notebook cell's, is
+    left alone) with interrupt-on-cancel. Older classic Spark: a job group, the thread's previous
+    one restored afterwards. Spark Connect (no ``sparkContext``): a session operation tag.
+    """
+
+    def __init__(self, spark: Any, tag: str) -> None:
+        self.spark, self.tag = spark, tag
+        self.sc: Any = None
+        self.mode = "none"
+        self.saved: dict[str, Optional[str]] = {}
+        try:
+            self.sc = spark.sparkContext  # Spark Connect sessions raise here
+        except Exception:  # noqa: BLE001 - any failure means "no SparkContext"
+            self.sc = None
+        if self.sc is not None:
+            self.mode = "tag" if hasattr(self.sc, "addJobTag") else "group"
+        elif hasattr(spark, "addTag") and hasattr(spark, "interruptTag"):
+            self.mode = "connect"
+
+    _PROPERTIES = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
+
+    def start(self) -> None:
+        if self.mode in ("tag", "group"):
+            self.saved = {key: self.sc.getLocalProperty(key) for key in self._PROPERTIES}
+        if self.mode == "tag":
+            self.sc.addJobTag(self.tag)
+            self.sc.setInterruptOnCancel(True)
+        elif self.mode == "group":
+            self.sc.setJobGroup(self.tag, "deltaflow search_runs", interruptOnCancel=True)
+        elif self.mode == "connect":
+            self.spark.addTag(self.tag)
+
+    def cancel(self) -> None:
+        if self.mode == "tag":
+            self.sc.cancelJobsWithTag(self.tag)
+        elif self.mode == "group":
+            self.sc.cancelJobGroup(self.tag)
+        elif self.mode == "connect":
+            self.spark.interruptTag(self.tag)
+
+    def finish(self) -> None:
+        if self.mode == "tag":
+            self.sc.removeJobTag(self.tag)
+        elif self.mode == "connect":
+            self.spark.removeTag(self.tag)
+        for key, value in self.saved.items():
+            self.sc.setLocalProperty(key, value)
+
+
+def run_bounded(spark: Any, deadline: SearchDeadline, work: Callable[[], T]) -> T:
+    """``work()`` (which runs Spark jobs from this thread) within the deadline.
+
+    When the limit passes, the jobs ``work`` started are cancelled (and cancelled again every
+    0.2 s, so one submitted just after is caught too) and :class:`~deltaflow.errors.SearchTimeout`
+    is raised. Where jobs cannot be cancelled, ``work`` runs on a helper thread and the caller gets
+    the error at the limit while the jobs finish in the background.
+    """
+    if not deadline.bounded:
+        return work()
+    canceller = _Canceller(spark, f"deltaflow-search-{uuid.uuid4().hex}")
+    if canceller.mode == "none":
+        return _run_abandoning(deadline, work)
+    done, fired = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        if done.wait(deadline.remaining()):
+            return
+        fired.set()
+        while not done.is_set():
+            try:
+                canceller.cancel()
+            except Exception:  # noqa: BLE001 - a cancel that fails is retried; the caller still gets the error
+                pass
+            done.wait(_CANCEL_REPEAT_S)
+
+    watcher = threading.Thread(target=watch, name="deltaflow-search-deadline", daemon=True)
+    canceller.start()
+    try:
+        watcher.start()
+        try:
+            return work()
+        except SearchTimeout:
+            raise
+        except Exception as exc:
+            if fired.is_set() or deadline.expired():
+                raise deadline.error("its Spark jobs were cancelled") from exc
+            raise
+    finally:
+        done.set()
+        watcher.join()
+        canceller.finish()
+
+
+def _run_abandoning(deadline: SearchDeadline, work: Callable[[], T]) -> T:
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            outcome["error"] = exc
+
+    helper = threading.Thread(target=target, name="deltaflow-search", daemon=True)
+    helper.start()
+    helper.join(deadline.remaining())
+    if helper.is_alive():
+        raise deadline.error("this Spark session cannot cancel jobs; they go on in the background")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _pivot(long_df: "DataFrame", prefix: str, keys: list[str]) -> Optional["DataFrame"]:

@@ -34,7 +34,8 @@ __all__ = [
     "Entity", "Comparison", "OrderBy", "RUN_STRING_ATTRIBUTES", "RUN_NUMERIC_ATTRIBUTES",
     "EXPERIMENT_STRING_ATTRIBUTES", "EXPERIMENT_NUMERIC_ATTRIBUTES", "DATASET_KEYS",
     "MAX_FILTER_LENGTH", "parse_run_filter", "parse_run_order_by", "parse_experiment_filter",
-    "parse_experiment_order_by", "like_to_regex", "normalize_like", "parse_registered_model_filter",
+    "parse_experiment_order_by", "like_to_regex", "like_to_linear_regex",
+    "like_match", "parse_registered_model_filter",
     "parse_registered_model_order_by", "parse_model_version_filter", "parse_model_version_order_by", "evaluate",
 ]  # fmt: skip
 
@@ -527,7 +528,7 @@ def evaluate(value: object, clause: Comparison) -> bool:
     if value is None:
         return False
     if op in ("LIKE", "ILIKE"):
-        return re.match(like_to_regex(str(target), op == "ILIKE"), str(value), re.S) is not None
+        return like_match(str(target), str(value), op == "ILIKE")
     if op == "IN":
         return value in target  # type: ignore[operator]
     if op == "NOT IN":
@@ -561,35 +562,17 @@ def _regex_literal(ch: str) -> str:
     return f"\\x{ord(ch):02x}"  # space and control characters, e.g. NUL
 
 
-def normalize_like(pattern: str) -> str:
-    """The same LIKE pattern with every literal backslash escaped, so engines whose LIKE rejects or
-    drops a backslash before other characters (Spark raises, Arrow drops it) match exactly what
-    :func:`like_to_regex` matches: ``\\%``, ``\\_`` and ``\\\\`` stay escapes, any other backslash
-    (including a trailing one) becomes ``\\\\``, a literal backslash."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\":
-            nxt = pattern[i + 1 : i + 2]
-            if nxt in ("%", "_", "\\"):
-                out.append(ch + nxt)
-                i += 2
-                continue
-            out.append("\\\\")
-        else:
-            out.append(ch)
-        i += 1
-    return "".join(out)
-
-
 def like_to_regex(pattern: str, case_insensitive: bool) -> str:
-    """Translate a SQL LIKE pattern into an anchored regex for engines without LIKE/ILIKE.
+    """Translate a SQL LIKE pattern into an anchored regex: the reference meaning of LIKE/ILIKE.
 
     ``%`` matches any run of characters (newlines included), ``_`` exactly one character, and a
     backslash escapes ``%``, ``_`` or ``\\`` (Spark's default LIKE escape); any other backslash is
     literal. Everything else matches itself. The result works with Python ``re.search`` and
     Spark's ``rlike`` (Java regex), both of which search rather than match the whole string.
+
+    Both are backtracking engines, in which this regex takes time polynomial in the value's
+    length (the number of ``%`` is the exponent), so searches use :func:`like_match` (Python) and
+    :func:`like_to_linear_regex` (Spark) instead, which agree with it exactly.
     """
     if not isinstance(pattern, str):
         got = _show(type(pattern).__name__)
@@ -615,4 +598,102 @@ def like_to_regex(pattern: str, case_insensitive: bool) -> str:
     # "(?!.)" under DOTALL is "true end of input" in both dialects; "$" would also match before a
     # trailing newline, and Python's \Z is Java's \z (Java's \Z differs), so neither is portable.
     out.append("(?!.)")
+    return "".join(out)
+
+
+def _like_segments(pattern: str) -> list[list[str]]:
+    """The pattern split at each unescaped ``%``: per segment, one regex per character (``_`` is
+    ``.``), with the escape rule of :func:`like_to_regex`."""
+    if not isinstance(pattern, str):
+        got = _show(type(pattern).__name__)
+        raise InvalidArgument(f"LIKE pattern must be a string, got {got}")
+    segments: list[list[str]] = [[]]
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and pattern[i + 1 : i + 2] in ("%", "_", "\\"):
+            segments[-1].append(_regex_literal(pattern[i + 1]))
+            i += 2
+            continue
+        if ch == "%":
+            segments.append([])
+        else:
+            segments[-1].append("." if ch == "_" else _regex_literal(ch))
+        i += 1
+    return segments
+
+
+def like_match(pattern: str, value: str, case_insensitive: bool) -> bool:
+    """Whether ``value`` is LIKE (ILIKE) ``pattern``, in time linear in the value's length.
+
+    The pattern's first segment (before any ``%``) must start the value and its last segment end
+    it; each segment in between is found at its leftmost place after the previous one, which is
+    exact (see :func:`like_to_linear_regex`). Each segment is a fixed-width regex without
+    quantifiers, searched once: at most (value length x segment length) steps.
+    """
+    import re
+
+    flags = re.S | (re.I if case_insensitive else 0)
+    segments = _like_segments(pattern)
+    compiled = [re.compile(_segment_regex(s), flags) for s in segments]
+    if len(segments) == 1:
+        return compiled[0].fullmatch(value) is not None
+    first, last = len(segments[0]), len(segments[-1])
+    end = len(value) - last  # where the last segment must start
+    if end < first or not compiled[0].match(value):
+        return False
+    position = first
+    for segment, regex in zip(segments[1:-1], compiled[1:-1]):
+        if not segment:  # %% is one %
+            continue
+        found = regex.search(value, position, end)
+        if found is None:
+            return False
+        position = found.end()
+    return compiled[-1].fullmatch(value, end) is not None
+
+
+def _segment_regex(pieces: list[str]) -> str:
+    """One segment's regex, each run of ``.`` written ``.{n}`` (one regex node however long)."""
+    out: list[str] = []
+    run = 0
+    for piece in pieces + [""]:
+        if piece == ".":
+            run += 1
+            continue
+        if run:
+            out.append("." if run == 1 else f".{{{run}}}")
+            run = 0
+        out.append(piece)
+    return "".join(out)
+
+
+def like_to_linear_regex(pattern: str, case_insensitive: bool) -> str:
+    """The LIKE pattern of :func:`like_to_regex` as a regex matched in time linear in the value.
+
+    A backtracking engine (``java.util.regex`` behind Spark's ``like``/``rlike``, Python ``re``)
+    runs ``.*a.*a.*b`` in time polynomial in the value's length, with the number of ``%`` as the
+    exponent. This regex is ``^S0(?>.*?S1)...(?>.*?Sk-1).*Sk(?!.)`` for the segments ``S0..Sk``
+    between the ``%``: each middle segment is found at its leftmost place after the previous one,
+    inside an atomic group that is never re-entered, so every segment is searched once, left to
+    right, and a match costs at most (value length x longest segment) steps.
+
+    Leftmost-first is exact, not a heuristic. Every segment (literals and ``_``) matches a fixed
+    number of characters, so of all the places a segment can start at or after a position, the
+    leftmost one also ends first. By induction, if the value matches at all, each greedy segment
+    ends no later than the same segment in any matching assignment; the last segment must end
+    the value, and it still fits after the greedy ones. The converse is immediate.
+
+    Same dialect as :func:`like_to_regex` (flags, escapes, ``(?!.)`` end anchor), plus atomic
+    groups ``(?>...)``, lazy ``.*?`` and counted ``.{n}``: ``java.util.regex`` and Python 3.11+
+    read it alike (Python 3.10 has no atomic groups; :func:`like_match` needs none).
+    """
+    segments = [_segment_regex(s) for s in _like_segments(pattern)]
+    out = ["(?isu)^" if case_insensitive else "(?s)^", segments[0]]
+    if len(segments) == 1:
+        out.append("(?!.)")
+        return "".join(out)
+    out += [f"(?>.*?{segment})" for segment in segments[1:-1] if segment]  # %% is one %
+    if segments[-1]:
+        out.append(f".*{segments[-1]}(?!.)")
     return "".join(out)
