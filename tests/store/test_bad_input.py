@@ -7,6 +7,7 @@ Rust engine only, on real Delta tables in a temporary folder: no JVM is needed.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from decimal import Decimal
@@ -156,6 +157,11 @@ CASES: list[tuple[str, Callable[[World], Any], str]] = [
      lambda w: C(w).log_inputs(R(w), [DatasetInput(_ds().dataset, [InputTag("k", 5)])]), "InputTag"),
     ("log_text artifact_file=123", lambda w: C(w).log_text(R(w), "x", 123), "123"),
     ("log_text lone surrogate", lambda w: C(w).log_text(R(w), "\ud800", "s.txt"), "UTF-8"),
+    ("set_tag lone surrogate", lambda w: C(w).set_tag(R(w), "t", "a\ud800"), "surrogate"),
+    ("log_param lone surrogate", lambda w: C(w).log_param(R(w), "fresh", "\udfff"), "surrogate"),
+    ("update_run name lone surrogate", lambda w: C(w).update_run(R(w), name="\udfff"), "surrogate"),
+    ("log_metric unhashable run_id", lambda w: C(w).log_metric(["r"], "m", 1.0), "['r']"),
+    ("fluent log_metric unhashable run_id", lambda w: deltaflow.log_metric("m", 1.0, run_id=["r"]), "['r']"),
     ("store log_batch 101 params",
      lambda w: C(w)._store.log_batch(R(w), params=[Param(f"k{i}", "v") for i in range(101)]), "at most 100 params"),
     ("store log_batch 101 tags",
@@ -197,6 +203,8 @@ FLUENT_CASES: list[tuple[str, Callable[[World], Any], str]] = [
     ("start_run bad experiment_id", lambda w: deltaflow.start_run(experiment_id="a b"), "'a b'"),
     ("set_experiment int name", lambda w: deltaflow.set_experiment(5), "5"),
     ("list_artifacts bad path", lambda w: deltaflow.list_artifacts("/abs"), "'/abs'"),
+    ("log_figure not a figure", lambda w: deltaflow.log_figure(object(), "f.png"), "matplotlib"),
+    ("log_params empty run_id", lambda w: deltaflow.log_params({"a": 1}, run_id=""), "run_id ''"),
 ]
 
 
@@ -286,6 +294,11 @@ _bad_container = st.one_of(st.none(), st.integers(), st.text(max_size=3), st.dic
 _bad_location = st.one_of(st.integers(), st.lists(st.text(max_size=2), max_size=1), st.just("   "),
                           st.text(alphabet="abc/", max_size=8).map(lambda s: "runs:/" + s),
                           st.text(alphabet="abc/", max_size=8).map(lambda s: "models:/" + s))
+_surrogate_text = st.tuples(st.text(max_size=3), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
+                            st.text(max_size=3)).map("".join)
+_bad_run_id = st.one_of(st.integers(), st.none().map(lambda _: ""), st.lists(st.text(max_size=2), max_size=2),
+                        st.dictionaries(st.text(max_size=2), st.integers(), max_size=1), st.just("A" * 32),
+                        st.text(max_size=40).filter(lambda v: not re.fullmatch("[0-9a-f]{32}", v)))
 _bad_dataset_field = st.one_of(st.integers(), st.lists(st.integers(), max_size=1), st.just(""))
 
 # (name, strategy of the bad value, the call with the bad value in place)
@@ -344,6 +357,17 @@ _GENERATED: list[tuple[str, Any, Callable[[World, Any], Any]]] = [
     ("fluent.log_input", st.one_of(st.integers(), st.none(), st.text(alphabet="ab $;", min_size=1, max_size=6)
                                    .filter(lambda s: not s.replace("a", "").replace("b", "") == "")),
      lambda w, v: deltaflow.log_input(v)),
+    ("client.log_param value", _surrogate_text, lambda w, v: w.client.log_param(w.run_id, "fresh", v)),
+    ("client.set_tag value", _surrogate_text, lambda w, v: w.client.set_tag(w.run_id, "t", v)),
+    ("client.create_run run_name text", _surrogate_text, lambda w, v: w.client.create_run(w.experiment_id, run_name=v)),
+    ("client.create_experiment name", _surrogate_text, lambda w, v: w.client.create_experiment(v)),
+    ("client.log_inputs source", _surrogate_text, lambda w, v: w.client.log_inputs(w.run_id, [_ds(source=v)])),
+    ("client.log_metric run_id", _bad_run_id, lambda w, v: w.client.log_metric(v, "m", 1.0)),
+    ("client.log_batch run_id", _bad_run_id, lambda w, v: w.client.log_batch(v, params=[Param("fresh", "1")])),
+    ("client.set_terminated run_id", _bad_run_id, lambda w, v: w.client.set_terminated(v)),
+    ("fluent.log_metric run_id", _bad_run_id, lambda w, v: deltaflow.log_metric("m", 1.0, run_id=v)),
+    ("fluent.log_params run_id", _bad_run_id, lambda w, v: deltaflow.log_params({"fresh": 1}, run_id=v)),
+    ("fluent.set_tag value", _surrogate_text, lambda w, v: deltaflow.set_tag("t", v)),
     ("fluent.create_experiment artifact_location", _bad_location,
      lambda w, v: deltaflow.create_experiment("generated", artifact_location=v)),
 ]
@@ -360,7 +384,7 @@ def _hashable(value: Any) -> bool:
 _generated_call = st.one_of(*[st.tuples(st.just(i), strategy) for i, (_n, strategy, _c) in enumerate(_GENERATED)])
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
 @given(call=_generated_call)
 def test_generated_malformed_calls_are_refused_and_write_nothing(world, call):

@@ -219,3 +219,14 @@ def test_log_input_strings_are_checked_before_spark(value, fragment):
         to_dataset(value)
     if not had_spark:
         assert "pyspark" not in sys.modules
+
+
+@pytest.mark.parametrize("validate", [
+    lambda v: V.validate_param("p", v), lambda v: V.validate_tag("t", v), lambda v: V.validate_run_name(v),
+    lambda v: V.validate_experiment_name(v), lambda v: V.validate_artifact_location("/a/" + v),
+    lambda v: V.validate_dataset_inputs([_ds(source=v)]),
+])
+def test_text_that_cannot_be_stored_as_utf8_is_refused(validate):
+    with pytest.raises(InvalidArgument, match="lone surrogate"):
+        validate("ok\ud800")
+    validate("ünïcode 😀")

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_PARAMS_TAGS_PER_BATCH",
     "MAX_ENTITIES_PER_BATCH",
     "MAX_DATASETS_PER_CALL",
+    "check_text",
     "validate_key",
     "validate_metric",
     "validate_param",
@@ -175,10 +176,23 @@ def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[st
     return key, fvalue, timestamp, step
 
 
+def check_text(text: str, what: str) -> str:
+    """``text`` if it can be stored: UTF-8 encodable (no lone surrogates such as '\\ud800')."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgument(
+                f"{what} {_excerpt(text)} is not valid Unicode text (a lone surrogate at position "
+                f"{exc.start}); only text that encodes as UTF-8 can be stored"
+            ) from None
+    return text
+
+
 def _stringify(value: Any, what: str) -> str:
     # MLflow stores str(value) for params and tags.
     if isinstance(value, str):
-        return str.__str__(value)
+        return check_text(str.__str__(value), f"{what} value")
     try:
         text = str(value)
     except Exception as exc:  # noqa: BLE001 - the caller's object, the caller's error
@@ -186,7 +200,7 @@ def _stringify(value: Any, what: str) -> str:
                               f"string ({type(exc).__name__}: {exc})") from None
     if not isinstance(text, str):
         raise InvalidArgument(f"{what} value of type {type(value).__name__} did not turn into a string")
-    return text
+    return check_text(text, f"{what} value")
 
 
 def validate_param(key: Any, value: Any) -> tuple[str, str]:
@@ -250,7 +264,7 @@ def validate_experiment_name(name: Any) -> str:
         )
     if "\x00" in name:
         raise InvalidArgument("experiment name must not contain NUL characters")
-    return name
+    return check_text(name, "experiment name")
 
 
 def validate_run_name(name: Any) -> Optional[str]:
@@ -260,7 +274,7 @@ def validate_run_name(name: Any) -> Optional[str]:
         raise InvalidArgument(f"run_name {_excerpt(name)} ({type(name).__name__}) must be a string")
     if len(name) > MAX_RUN_NAME_LENGTH:
         raise InvalidArgument(f"run_name is {len(name)} characters long; the limit is {MAX_RUN_NAME_LENGTH}")
-    return name
+    return check_text(name, "run_name")
 
 
 def validate_status(status: Any) -> str:
@@ -289,7 +303,7 @@ def validate_artifact_location(location: Any) -> Optional[str]:
         raise InvalidArgument(
             f"artifact_location is {len(location)} characters long; the limit is {MAX_ARTIFACT_LOCATION_LENGTH}"
         )
-    return location
+    return check_text(location, "artifact_location")
 
 
 def validate_dataset(ds: Any) -> Dataset:
@@ -307,6 +321,7 @@ def validate_dataset(ds: Any) -> Dataset:
             raise InvalidArgument(
                 f"dataset {name} is {len(value)} characters long; the limit is {_DATASET_LIMITS[name]}"
             )
+        check_text(value, f"dataset {name}")
     version = getattr(ds, "version", None)
     if version is not None and (not _is_int(version) or not 0 <= int(version) < _I64_MAX):
         raise InvalidArgument(f"dataset version {_excerpt(version)} must be None or a non-negative integer")
@@ -343,6 +358,8 @@ def validate_dataset_inputs(datasets: Any) -> list[DatasetInput]:
                     f"datasets[{i}] input tag {key[:60]!r} is too long; keys are limited to "
                     f"{MAX_INPUT_TAG_KEY_LENGTH} characters and values to {MAX_INPUT_TAG_VALUE_LENGTH}"
                 )
+            check_text(key, f"datasets[{i}] input tag key")
+            check_text(value, f"datasets[{i}] input tag value")
     return items
 
 

@@ -113,7 +113,7 @@ class DeltaflowClient(RegistryClientMixin):
                 f"run_name {run_name!r} and tag {V.RUN_NAME_TAG!r} {checked[V.RUN_NAME_TAG]!r} disagree; "
                 "give one of them, or the same value to both"
             )
-        user = checked.get("mlflow.user") or str(resolve_user())
+        user = V.check_text(checked.get("mlflow.user") or str(resolve_user()), "user")
         return self._store.create_run(experiment_id, user, start_time, list(checked.items()), run_name)
 
     def get_run(self, run_id: str) -> Run:
@@ -144,6 +144,7 @@ class DeltaflowClient(RegistryClientMixin):
 
     def log_metric(self, run_id: str, key: str, value: float, timestamp: Optional[int] = None,
                    step: Optional[int] = None, synchronous: Optional[bool] = None) -> None:
+        V.validate_run_id(run_id)
         self._store.log_metric_fast(run_id, key, value, timestamp, step)
         if synchronous:
             self._store.flush()
@@ -225,21 +226,16 @@ class DeltaflowClient(RegistryClientMixin):
 
     def log_figure(self, run_id: str, figure: Any, artifact_file: str, *, save_kwargs: Optional[dict] = None) -> None:
         check_artifact_file(artifact_file)
+        module = check_figure(figure)
         buf = io.BytesIO()
-        module = type(figure).__module__
         if module.startswith("matplotlib"):
             fmt = posixpath.splitext(artifact_file)[1].lstrip(".") or "png"
             figure.savefig(buf, format=fmt, **(save_kwargs or {}))
-        elif module.startswith("plotly"):
+        else:
             if artifact_file.endswith(".html"):
                 buf.write(figure.to_html(**(save_kwargs or {})).encode("utf-8"))
             else:
                 buf.write(figure.to_image(format=posixpath.splitext(artifact_file)[1].lstrip(".") or "png"))
-        else:
-            raise InvalidArgument(
-                f"log_figure supports matplotlib and plotly figures, got {type(figure).__module__}."
-                f"{type(figure).__name__}"
-            )
         self._artifacts(run_id).write_bytes(artifact_file, buf.getvalue())
 
     def log_image(self, run_id: str, image: Any, artifact_file: str) -> None:
@@ -269,6 +265,16 @@ def check_artifact_file(artifact_file: Any) -> str:
     if validate_artifact_path(artifact_file) is None:
         raise InvalidArgument(f"artifact file {artifact_file!r} must name a file below the root")
     return artifact_file
+
+
+def check_figure(figure: Any) -> str:
+    """The figure's module if log_figure can save it (matplotlib or plotly), else InvalidArgument."""
+    module = type(figure).__module__
+    if not module.startswith(("matplotlib", "plotly")):
+        raise InvalidArgument(
+            f"log_figure supports matplotlib and plotly figures, got {module}.{type(figure).__name__}"
+        )
+    return module
 
 
 def serialize_dict(dictionary: Any, artifact_file: str) -> bytes:

@@ -32,7 +32,7 @@ from deltaflow.entities import (
 )
 from deltaflow.errors import InvalidArgument, InvalidState
 from deltaflow.tracking import _validation as V
-from deltaflow.tracking.client import DeltaflowClient, check_artifact_file, serialize_dict
+from deltaflow.tracking.client import DeltaflowClient, check_artifact_file, check_figure, serialize_dict
 
 __all__ = [
     "ActiveRun", "start_run", "end_run", "active_run", "last_active_run", "set_experiment",
@@ -199,8 +199,8 @@ def _run_id_or_start() -> str:
 def _target_run(run_id: Optional[str], check: Callable[[], Any]) -> str:
     """The run a fluent call writes to: ``run_id``, else the active run, else a new run, started only
     once ``check()`` (the call's argument validation) has passed, so a bad call starts nothing."""
-    if run_id:
-        return run_id
+    if run_id is not None:
+        return V.validate_run_id(run_id)
     run = active_run()
     if run is not None:
         return run.info.run_id
@@ -293,6 +293,8 @@ def log_metric(key: str, value: float, step: Optional[int] = None, synchronous: 
                timestamp: Optional[int] = None, run_id: Optional[str] = None) -> None:
     # The hot path: no client object, no run lookup beyond the context variable.
     stack = _run_stack.get()
+    if run_id is not None:
+        V.validate_run_id(run_id)
     if stack:
         rid = run_id or stack[-1].info.run_id
         store = stack[-1]._client._store  # type: ignore[attr-defined]
@@ -364,7 +366,11 @@ def log_dict(dictionary: Any, artifact_file: str, run_id: Optional[str] = None) 
 
 def log_figure(figure: Any, artifact_file: str, *, save_kwargs: Optional[dict] = None,
                run_id: Optional[str] = None) -> None:
-    rid = _target_run(run_id, lambda: check_artifact_file(artifact_file))
+    def check() -> None:
+        check_artifact_file(artifact_file)
+        check_figure(figure)
+
+    rid = _target_run(run_id, check)
     _client().log_figure(rid, figure, artifact_file, save_kwargs=save_kwargs)
 
 
