@@ -292,7 +292,7 @@ def _load_impl(model_dir: str, meta: Model, model_config: Optional[dict[str, Any
     # of them unpickle, so a refusing switch refuses them all.
     from deltaflow.models._trust import model_file, require_pickle_allowed
 
-    require_pickle_allowed(model_dir, f"a model loaded by {loader!r}")
+    require_pickle_allowed(model_dir, f"a model loaded by MLflow's {loader!r}, which may unpickle")
     try:
         module = importlib.import_module(loader)
     except ImportError as exc:

@@ -260,3 +260,15 @@ def test_an_artifact_file_ending_in_a_slash_is_refused(store_uri):
         with pytest.raises(InvalidArgument, match=r"ends in '/'|names a folder"):
             client.log_text(run.info.run_id, "x", bad)
     assert client.list_artifacts(run.info.run_id) == []
+
+
+def test_a_link_out_of_the_model_folder_is_refused_after_a_download_too(tmp_path):
+    marker = str(tmp_path / "ran")
+    outside = _payload_model(tmp_path / "elsewhere", marker)
+    folder = _saved(tmp_path, "m")
+    os.remove(os.path.join(folder, "python_model.pkl"))
+    os.symlink(os.path.join(outside, "python_model.pkl"), os.path.join(folder, "python_model.pkl"))
+    (tmp_path / "dst").mkdir()
+    with pytest.raises(InvalidArgument, match="inside the model folder"):
+        deltaflow.pyfunc.load_model(folder, dst_path=str(tmp_path / "dst"))
+    assert not os.path.exists(marker)

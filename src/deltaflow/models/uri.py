@@ -200,7 +200,8 @@ def download_model(uri: str, dst_path: Optional[str] = None, *, tracking_uri: Op
         import shutil
 
         dst = os.path.join(os.path.abspath(dst_path), os.path.basename(path.rstrip(os.sep)) or "model")
-        shutil.copytree(path, dst, dirs_exist_ok=True)
+        # Links are copied as links, so a link leading out of the model folder is still refused when loading.
+        shutil.copytree(path, dst, dirs_exist_ok=True, symlinks=True)
         return dst
     import tempfile
 
