@@ -3,8 +3,9 @@ the transition-request approval workflow from the shell.
 
 Attached to the top-level ``deltaflow`` group in :mod:`deltaflow.cli`, whose error handling turns a
 :class:`~deltaflow.errors.DeltaflowError` (unknown model, bad stage, PermissionDenied ...) into one
-``error: <message>`` line on stderr and exit status 2. The acting user is the library's:
-``DELTAFLOW_USER``, else the Databricks or OS user. Like the rest of the CLI, nothing heavy is imported
+``error: <message>`` line on stderr and exit status 2. The acting user is the registry's
+(:func:`deltaflow.config.acting_user`): the workspace user on Databricks, elsewhere ``DELTAFLOW_USER``,
+else the OS user. ``admins``, ``verify`` and ``key`` manage the registry's trust settings. Like the rest of the CLI, nothing heavy is imported
 until a command runs, so ``--help`` stays instant; this module does not import :mod:`deltaflow.cli`
 at load time (that module imports this one), only inside the commands.
 """
@@ -110,9 +111,9 @@ def _details(activity: "Activity") -> str:
 
 def _last_change(client: "DeltaflowClient", name: str, version: int, action: str) -> Optional["Activity"]:
     """The newest audit entry of ``action`` on ``version`` by the current user (to report side effects)."""
-    from deltaflow.tracking._context import resolve_user
+    from deltaflow.config import acting_user
 
-    user = resolve_user()
+    user = acting_user()
     found = [a for a in client.get_model_version_activity(name, version)
              if a.action == action and a.version == version and a.user_id == user]
     return found[-1] if found else None
@@ -331,3 +332,60 @@ def models_history(ctx: click.Context, name: str, version: Optional[int], output
              "comment": a.comment, "details": _details(a)} for a in found]
     click.echo(ui.format_table(rows, ["revision", "time", "user", "version", "action", "type", "from_stage",
                                       "to_stage", "comment", "details"]))
+
+
+# -- registry trust: admins, log verification, the registry key ------------------------------
+@models.command("admins")
+@click.argument("action", type=click.Choice(["list", "add", "remove"]), default="list")
+@click.argument("user", required=False)
+@click.pass_context
+def models_admins(ctx: click.Context, action: str, user: Optional[str]) -> None:
+    """List the registry admins, or (as an admin) add or remove USER. Whoever created the registry
+    is its first admin; admins hold CAN_MANAGE on every model."""
+    client = _client(ctx)
+    if action != "list":
+        if not user:
+            raise click.UsageError(f"`models admins {action}` needs the USER to {action}")
+        (client.add_registry_admin if action == "add" else client.remove_registry_admin)(user)
+        click.echo(f"{'Added' if action == 'add' else 'Removed'} registry admin {user!r}")
+    for name in client.list_registry_admins():
+        click.echo(name)
+
+
+@models.command("verify")
+@_OUTPUT_OPTION
+@click.pass_context
+def models_verify(ctx: click.Context, output: str) -> None:
+    """Check every registry log row's signature (admins only). Exit status 1 when rows were ignored
+    as forged or altered."""
+    report = _client(ctx).verify_registry()
+    if output == "json":
+        _ui()._echo_json(_asdict(report))
+    else:
+        state = f"signed with registry key {report.key_id}" if report.signed else \
+            "unsigned (created without a registry key: forged rows cannot be told apart)"
+        click.echo(f"registry log: {report.revision} revisions, {state}")
+        for bad in report.rejected:
+            click.echo(f"ignored: revision {bad.revision} row {bad.event_id} ({bad.action} as {bad.user_id!r}): "
+                       f"{bad.reason}")
+    if report.rejected:
+        ctx.exit(1)
+
+
+@models.command("key")
+@click.option("--create", is_flag=True, help="Write a new random key to the key file (mode 0600).")
+def models_key(create: bool) -> None:
+    """Show where this process's registry key comes from and its id (never the key itself)."""
+    from deltaflow.registry import _integrity
+
+    if create:
+        made = _integrity.create_key_file()
+        click.echo(f"created {made.source} (key id {made.key_id}); give every process using the registry the "
+                   f"same key ({_integrity.KEY_ENV} or this file)")
+        return
+    key = _integrity.load_key()
+    if key is None:
+        click.echo(f"no registry key: set {_integrity.KEY_ENV} or run `deltaflow models key --create` "
+                   f"({_integrity.key_file()})")
+    else:
+        click.echo(f"registry key id {key.key_id} from {key.source}")

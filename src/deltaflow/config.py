@@ -1,8 +1,10 @@
 """Where the store lives and who the user is, resolved in one place.
 
 Order of precedence for every setting: an explicit argument, then ``set_tracking_uri()``, then the
-environment variable, then the default. Nothing here touches Spark or the filesystem beyond
-``os.path.abspath``, so resolving the configuration is free.
+environment variable, then the default. The acting user of the model registry (:func:`acting_user`)
+is the exception: on Databricks it is the platform's identity and no setting overrides it. Nothing
+here touches Spark or the filesystem beyond ``os.path.abspath``, so resolving the configuration is
+free.
 
 Tracking URI forms
 ------------------
@@ -22,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from typing import Optional
 
-from deltaflow.errors import InvalidArgument
+from deltaflow.errors import InvalidArgument, PermissionDenied
 
 __all__ = [
     "StoreLocation",
@@ -34,6 +36,10 @@ __all__ = [
     "resolve_location",
     "Settings",
     "settings",
+    "acting_user",
+    "clear_identity_cache",
+    "RESERVED_PRINCIPALS",
+    "USER_ENV",
 ]
 
 DEFAULT_TRACKING_URI = "./deltaflow-store"
@@ -152,11 +158,13 @@ class Settings:
         "commit_retries": ("DELTAFLOW_COMMIT_RETRIES", 20, int),
         "exit_flush_timeout_s": ("DELTAFLOW_EXIT_FLUSH_TIMEOUT_S", 120.0, float),
         "engine": ("DELTAFLOW_ENGINE", "auto", str),
-        # The rust engine compacts a table once this many files are live (Spark's autoCompact
-        # minNumFiles default); Spark stores use Delta's own auto-compaction.
+        # A store delta-rs reaches is compacted by deltaflow once a table has this many live files
+        # (Spark's autoCompact minNumFiles default); metastore stores use Delta's auto-compaction.
         "compact_min_files": ("DELTAFLOW_COMPACT_MIN_FILES", 50, int),
         # The longest a search_runs call may take, in seconds; 0 means no limit.
         "search_timeout_s": ("DELTAFLOW_SEARCH_TIMEOUT_S", 300.0, float),
+        # How long a compactor's lease on a table lasts (a killed holder blocks compaction no longer).
+        "compact_lease_s": ("DELTAFLOW_COMPACT_LEASE_S", 300.0, float),
     }
 
     def __getattr__(self, name: str):  # noqa: ANN204 - typed by _SPEC
@@ -174,3 +182,89 @@ class Settings:
 
 
 settings = Settings()
+
+
+# -- identity ---------------------------------------------------------------------------------
+USER_ENV = "DELTAFLOW_USER"
+# Names that stand for groups of users in grants (Databricks' built-in groups): never a user's name.
+RESERVED_PRINCIPALS = frozenset({"users", "admins", "account users", "all users"})
+
+_identity_lock = threading.Lock()
+_platform_user_cache: dict[str, Optional[str]] = {}
+_warned_override: set[str] = set()
+
+
+def _databricks_sdk_user() -> Optional[str]:
+    """The current user from the Databricks SDK (its own auth, e.g. the notebook's token); None
+    when the SDK is absent or cannot tell."""
+    try:
+        from databricks.sdk import WorkspaceClient  # type: ignore[import-not-found]
+
+        return WorkspaceClient().current_user.me().user_name or None
+    except Exception:  # noqa: BLE001 - not installed, no auth, no network
+        return None
+
+
+def _platform_user() -> Optional[str]:
+    """The Databricks workspace user: the notebook/REPL context first, then the SDK (cached)."""
+    with _identity_lock:
+        if "user" in _platform_user_cache:
+            return _platform_user_cache["user"]
+    from deltaflow.tracking._context import databricks_context
+
+    user = databricks_context().get("user") or _databricks_sdk_user()
+    with _identity_lock:
+        _platform_user_cache["user"] = user
+    return user
+
+
+def clear_identity_cache() -> None:
+    """Forget the cached platform user (tests, or a process that changes identity context)."""
+    with _identity_lock:
+        _platform_user_cache.clear()
+        _warned_override.clear()
+
+
+def acting_user() -> str:
+    """The user the model registry acts as and records in its audit trail.
+
+    On Databricks (``DATABRICKS_RUNTIME_VERSION`` or ``/databricks/DBR_VERSION``) it is the workspace
+    user from the notebook context or the Databricks SDK; ``DELTAFLOW_USER`` is ignored there, and
+    when the platform user cannot be read this raises instead of falling back to anything the caller
+    can set. Elsewhere the library cannot authenticate anyone: the user is ``DELTAFLOW_USER``, else
+    the OS user, as asserted by the calling process. A reserved principal name (``users``,
+    ``admins`` ...) is never accepted as a user.
+    """
+    import logging
+
+    from deltaflow.tracking._context import is_databricks
+
+    asserted = os.environ.get(USER_ENV, "").strip()
+    if is_databricks():
+        user = _platform_user()
+        if not user:
+            raise PermissionDenied(
+                "on Databricks the registry user is the workspace user, and it could not be read from the "
+                "notebook context or the Databricks SDK (databricks-sdk); deltaflow does not fall back to "
+                f"{USER_ENV} or the OS user there. Run in a notebook or job, or install databricks-sdk")
+        if asserted and asserted != user and asserted not in _warned_override:
+            _warned_override.add(asserted)
+            logging.getLogger(__name__).warning(
+                "deltaflow: %s=%r is ignored on Databricks; the registry acts as the workspace user %r",
+                USER_ENV, asserted, user)
+    else:
+        user = asserted or _os_user()
+    if user.strip().lower() in RESERVED_PRINCIPALS:
+        raise PermissionDenied(
+            f"user name {user!r} is reserved (it names a group in grants: "
+            f"{', '.join(sorted(RESERVED_PRINCIPALS))}); act as a real user: set {USER_ENV} to your user name")
+    return user
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - containers without a passwd entry
+        return "unknown"

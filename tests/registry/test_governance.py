@@ -3,7 +3,6 @@ webhooks delivered to a real HTTP receiver on 127.0.0.1."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import threading
 import time
@@ -12,6 +11,7 @@ import pytest
 
 from deltaflow.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound, PermissionDenied
 from deltaflow.registry import verify_signature
+from tests.registry.conftest import Receiver as _Receiver
 from tests.registry.conftest import log_size
 
 pytestmark = pytest.mark.parametrize("engine", ["rust"], indirect=True)
@@ -136,7 +136,9 @@ def test_permissions(client, churn, model_dir, user, monkeypatch):
     with pytest.raises(PermissionDenied, match="user 'stranger' lacks CAN_READ"):
         client.get_registered_model("churn")
     assert client.search_registered_models() == [] and client.search_model_versions() == []
-    monkeypatch.setenv("DELTAFLOW_REGISTRY_ADMINS", "ops, stranger")
+    user("owner")  # created the registry, so its first admin: adds stranger as an admin
+    client.add_registry_admin("stranger")
+    user("stranger")
     assert client.get_registered_model_permission_level("churn") == "CAN_MANAGE"  # admins manage everything
     assert len(client.search_model_versions()) == 3
     user("owner")
@@ -169,40 +171,6 @@ def test_comments(client, churn, user):
 
 
 # -- webhooks --------------------------------------------------------------------------------
-class _Receiver:
-    """A real HTTP server on 127.0.0.1 answering with scripted statuses and recording requests."""
-
-    def __init__(self, statuses=(), hold: threading.Event | None = None) -> None:
-        self.statuses = list(statuses)
-        self.requests: list[tuple[dict, bytes]] = []
-        self.hold = hold
-        self.arrived = threading.Event()
-        self.released = None
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append((dict(self.headers), body))
-                receiver.arrived.set()
-                if receiver.hold is not None:
-                    receiver.released = receiver.hold.wait(20)
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture()
 def fast_retries(monkeypatch):
     monkeypatch.setenv("DELTAFLOW_WEBHOOK_BACKOFF_S", "0.05")
@@ -286,7 +254,6 @@ def test_webhook_management_rights_and_status(client, churn, model_dir, user, mo
             client.create_registry_webhook(["MODEL_DELETED"], receiver.url, model_name="churn")
         with pytest.raises(InvalidArgument, match="http:// or https://"):
             client.create_registry_webhook(["COMMENT_CREATED"], "ftp://x", model_name="churn")
-        monkeypatch.setenv("DELTAFLOW_REGISTRY_ADMINS", "owner")
         everywhere = client.create_registry_webhook(["REGISTERED_MODEL_CREATED"], receiver.url)
         hook = client.create_registry_webhook(["MODEL_VERSION_TAG_SET"], receiver.url, model_name="churn")
         client.update_registry_webhook(hook.webhook_id, status="DISABLED")

@@ -82,9 +82,13 @@ def test_fold_versions_stages_aliases_and_rename():
     assert [(v.version, v.current_stage) for v in entity.latest_versions] == [(1, "Archived"), (2, "Production")]
     assert state.permission_of(model, "owner") == "CAN_MANAGE"
     assert state.permission_of(model, "someone") == "CAN_READ"
-    assert state.permission_of(model, "someone", admins=["someone"]) == "CAN_MANAGE"
+    assert state.admins == {"owner"}  # whoever wrote revision 1 created the registry: its first admin
+    state.apply(_event(10, "ADD_REGISTRY_ADMIN", name="", details={"principal": "someone"}))
+    assert state.permission_of(model, "someone") == "CAN_MANAGE"
+    state.apply(_event(11, "ADD_REGISTRY_ADMIN", name="", details={"principal": "users"}))  # reserved: ignored
+    assert state.admins == {"owner", "someone"}
     with pytest.raises(ValueError, match="applied at revision"):
-        state.apply(_event(11, "TRANSITION_STAGE"))  # a gap is refused, never silently folded
+        state.apply(_event(13, "TRANSITION_STAGE"))  # a gap is refused, never silently folded
 
 
 def test_fold_requests_and_activity_views():
@@ -110,7 +114,9 @@ def test_fold_requests_and_activity_views():
 def test_webhook_signature_and_matching():
     body = b'{"event": "MODEL_VERSION_CREATED"}'
     stamp = int(time.time())
-    headers = {"X-Deltaflow-Signature": sign("k", body, stamp), "x-deltaflow-timestamp": str(stamp)}
+    headers = {"X-Deltaflow-Signature": sign("k", body, stamp, "d1", "MODEL_VERSION_CREATED"),
+               "x-deltaflow-timestamp": str(stamp), "X-Deltaflow-Delivery": "d1",
+               "X-Deltaflow-Event": "MODEL_VERSION_CREATED"}
     assert verify_signature("k", body, headers)
     assert not verify_signature("k2", body, headers)
     assert not verify_signature("k", body, {"X-Deltaflow-Signature": headers["X-Deltaflow-Signature"]})
@@ -131,6 +137,7 @@ def test_webhook_signature_and_matching():
     assert deliveries == {("w1", "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION"),
                           ("w2", "MODEL_VERSION_TRANSITIONED_STAGE")}  # w3 watches another model
     payload = json.loads(next(d.body for d in deliveries_for(moved, state) if d.webhook_id == "w1"))
+    assert len(payload.pop("delivery_id")) == 32
     assert payload == {"event": "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", "webhook_id": "w1",
                        "event_timestamp": 1005, "revision": 5, "model_name": "m", "user_id": "u", "version": "1",
                        "from_stage": "None", "to_stage": "Production", "text": "go"}

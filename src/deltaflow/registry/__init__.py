@@ -15,7 +15,8 @@ _EXPORTS = {
     "Activity": "entities", "Comment": "entities", "ModelPermission": "entities", "ModelVersion": "entities",
     "RegisteredModel": "entities", "TransitionRequest": "entities", "Webhook": "entities",
     "WebhookDelivery": "entities", "PERMISSION_LEVELS": "_rules", "STAGES": "_rules", "WEBHOOK_EVENTS": "_rules",
-    "verify_signature": "webhooks", "sign": "webhooks",
+    "verify_signature": "webhooks", "sign": "webhooks", "DeliveryGuard": "webhooks",
+    "RegistryIntegrity": "entities",
 }  # fmt: skip
 
 __all__ = sorted(_EXPORTS)

@@ -100,10 +100,19 @@ def check_level(level: Any) -> str:
     return level.upper()
 
 
-def check_principal(principal: Any) -> str:
+def check_principal(principal: Any, *, allow_all_users: bool = True) -> str:
+    """A grantee: a user name, or (where a grant is meant) ``users`` for every user. The other
+    reserved names (``admins``, ...) are never principals: registry admins are recorded with
+    ``add_registry_admin``, not granted."""
+    from deltaflow.config import RESERVED_PRINCIPALS
+
     if not isinstance(principal, str) or not _PRINCIPAL.match(principal) or principal != principal.strip():
         raise InvalidArgument(f"principal {_show(principal)} must be a user name (or {ALL_USERS!r} for everyone), "
                               "1-256 characters without commas or control characters")
+    if principal.lower() in RESERVED_PRINCIPALS and not (allow_all_users and principal == ALL_USERS):
+        allowed = f"a user name, or {ALL_USERS!r} for every user" if allow_all_users else "a user name"
+        raise InvalidArgument(f"principal {principal!r} is reserved ({', '.join(sorted(RESERVED_PRINCIPALS))} "
+                              f"name groups); give {allowed}")
     return principal
 
 

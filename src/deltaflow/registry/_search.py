@@ -14,11 +14,10 @@ __all__ = ["search_models", "search_versions"]
 
 
 def _readable(state: RegistryState) -> list[Any]:
-    from deltaflow.registry.store import admins
-    from deltaflow.tracking._context import resolve_user
+    from deltaflow.config import acting_user
 
-    user, admin = resolve_user(), admins()
-    return [m for m in state.models.values() if R.level_at_least(state.permission_of(m, user, admin), "CAN_READ")]
+    user = acting_user()
+    return [m for m in state.models.values() if R.level_at_least(state.permission_of(m, user), "CAN_READ")]
 
 
 def _sort_key(value: Any) -> tuple:

@@ -8,7 +8,7 @@ import uuid
 import importlib
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from deltaflow.errors import InvalidArgument, NotFound, PermissionDenied
+from deltaflow.errors import InvalidArgument, InvalidState, NotFound
 from deltaflow.registry import _rules as R
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -19,11 +19,18 @@ if TYPE_CHECKING:  # pragma: no cover
         ModelPermission,
         ModelVersion,
         RegisteredModel,
+        RegistryIntegrity,
         TransitionRequest,
         Webhook,
         WebhookDelivery,
     )
     from deltaflow.registry.store import Decision, RegistryStore
+
+
+def _acting_user() -> str:
+    from deltaflow.config import acting_user
+
+    return acting_user()
 
 
 class _Lazy:
@@ -70,11 +77,9 @@ class RegistryClientMixin:
     def _read(self, name: str, refresh: bool = True) -> Any:
         """Current state, with ``name`` existing and readable by the current user. ``refresh=False``
         right after our own commit: the local state already holds it."""
-        from deltaflow.tracking._context import resolve_user
-
         name = R.check_model_name(name)
         state = self._registry.state(refresh)
-        S.need_level(state, S.need_model(state, name), resolve_user(), "CAN_READ", "reading")
+        S.need_level(state, S.need_model(state, name), _acting_user(), "CAN_READ", "reading")
         return state
 
     def _commit(self, decide: Any) -> Optional[dict[str, Any]]:
@@ -188,10 +193,8 @@ class RegistryClientMixin:
         return self._version_now(name, event["version"])
 
     def _check_can_edit(self, name: str) -> None:
-        from deltaflow.tracking._context import resolve_user
-
         state = self._registry.state()
-        S.need_level(state, S.need_model(state, name), resolve_user(), "CAN_EDIT", "creating a model version")
+        S.need_level(state, S.need_model(state, name), _acting_user(), "CAN_EDIT", "creating a model version")
 
     def register_model(self, model_uri: str, name: str, tags: Optional[dict[str, Any]] = None) -> ModelVersion:
         """MLflow's ``register_model``: create the registered model if needed, then a version."""
@@ -443,11 +446,9 @@ class RegistryClientMixin:
 
     def get_registered_model_permission_level(self, name: str, user: Optional[str] = None) -> Optional[str]:
         """The level ``user`` (default: the current user) holds on ``name``, or None."""
-        from deltaflow.tracking._context import resolve_user
-
         name = R.check_model_name(name)
         state = self._registry.state()
-        return state.permission_of(S.need_model(state, name), user or resolve_user(), S.admins())
+        return state.permission_of(S.need_model(state, name), user or _acting_user())
 
     # -- activity ---------------------------------------------------------------------------
     def get_model_version_activity(self, name: str, version: Any) -> list[Activity]:
@@ -460,34 +461,73 @@ class RegistryClientMixin:
     def get_registry_activity(self, name: Optional[str] = None) -> list[Activity]:
         """The audit log, oldest first: for one model (under every name it had) or, for registry
         admins, the whole registry."""
-        from deltaflow.tracking._context import resolve_user
-
         if name is None:
-            user = resolve_user()
-            if user not in S.admins():
-                raise PermissionDenied(f"user {user!r} is not a registry admin (DELTAFLOW_REGISTRY_ADMINS), which "
-                                       "reading the whole registry's activity needs; pass a model name")
+            S.need_admin(self._registry.state(), _acting_user(), "reading the whole registry's activity (or pass "
+                         "a model name)")
             return [_state.activity_of(e) for e in self._registry.events()]
         self._read(name)
         return [_state.activity_of(e) for e in _lineage(self._registry.events(), name)]
+
+    # -- registry admins and integrity ------------------------------------------------------
+    def list_registry_admins(self) -> list[str]:
+        """The registry admins (CAN_MANAGE on every model; registry-wide webhooks and activity):
+        whoever created the registry, then whoever an admin added."""
+        return sorted(self._registry.state().admins)
+
+    def add_registry_admin(self, user: str) -> None:
+        """Make ``user`` a registry admin (you must be one); recorded in the audit trail."""
+        principal = R.check_principal(user, allow_all_users=False)
+
+        def decide(s: Any, u: str) -> Optional[Decision]:
+            S.need_admin(s, u, "adding a registry admin")
+            if principal in s.admins:
+                return None
+            return S.Decision(action="ADD_REGISTRY_ADMIN", name="", details={"principal": principal})
+
+        self._commit(decide)
+
+    def remove_registry_admin(self, user: str) -> None:
+        """Remove ``user`` from the registry admins (you must be one; the last admin stays)."""
+        principal = R.check_principal(user, allow_all_users=False)
+
+        def decide(s: Any, u: str) -> Decision:
+            S.need_admin(s, u, "removing a registry admin")
+            if principal not in s.admins:
+                raise NotFound(f"{principal!r} is not a registry admin (admins: {', '.join(sorted(s.admins))})")
+            if s.admins == {principal}:
+                raise InvalidState(f"{principal!r} is the last registry admin; add another admin before removing it")
+            return S.Decision(action="REMOVE_REGISTRY_ADMIN", name="", details={"principal": principal})
+
+        self._commit(decide)
+
+    def verify_registry(self) -> RegistryIntegrity:
+        """Fold the whole registry log, checking every row's signature: whether the registry is
+        signed (and with which key id), and the rows every reader ignores (forged or altered
+        rows, written around the library). Registry admins only."""
+        state = self._registry.verify()
+        S.need_admin(state, _acting_user(), "verifying the registry log")
+        return E.RegistryIntegrity(signed=state.key_id is not None, key_id=state.key_id, revision=state.revision,
+                                   rejected=list(state.rejected))
 
     # -- webhooks ---------------------------------------------------------------------------
     def create_registry_webhook(self, events: Sequence[str], url: str, secret: Optional[str] = None,
                                 model_name: Optional[str] = None, description: Optional[str] = None,
                                 status: str = "ACTIVE") -> Webhook:
         """Call ``url`` on ``events`` for one model (or, as a registry admin, for every model)."""
-        events_t, url = R.check_events(events), R.check_url(url)
+        from deltaflow.registry.webhooks import check_target
+
+        events_t, url = R.check_events(events), check_target(url)
         description, status = R.check_description(description), _webhook_status(status)
-        if secret is not None and (not isinstance(secret, str) or not secret):
-            raise InvalidArgument("secret must be a non-empty string (or None for unsigned deliveries)")
+        _check_secret(secret)
         model_name = R.check_model_name(model_name) if model_name is not None else None
         webhook_id = uuid.uuid4().hex
+        stored_secret = _secret_details(secret)
 
         def decide(s: Any, u: str) -> Decision:
             _check_webhook_rights(s, u, model_name)
             return S.Decision(action="CREATE_WEBHOOK", name=model_name or "",
                             details={"webhook_id": webhook_id, "events": list(events_t), "url": url,
-                                     "secret": secret, "status": status, "description": description})
+                                     "status": status, "description": description, **stored_secret})
 
         self._commit(decide)
         return self._registry.state(refresh=False).webhooks[webhook_id].webhook
@@ -495,11 +535,14 @@ class RegistryClientMixin:
     def update_registry_webhook(self, webhook_id: str, events: Optional[Sequence[str]] = None,
                                 url: Optional[str] = None, secret: Optional[str] = None,
                                 status: Optional[str] = None, description: Optional[str] = None) -> Webhook:
+        from deltaflow.registry.webhooks import check_target
+
+        _check_secret(secret)
         changes = {"webhook_id": webhook_id,
                    "events": list(R.check_events(events)) if events is not None else None,
-                   "url": R.check_url(url) if url is not None else None, "secret": secret,
+                   "url": check_target(url) if url is not None else None,
                    "status": _webhook_status(status) if status is not None else None,
-                   "description": R.check_description(description)}
+                   "description": R.check_description(description), **_secret_details(secret)}
 
         def decide(s: Any, u: str) -> Decision:
             hook = _need_webhook(s, webhook_id)
@@ -519,15 +562,30 @@ class RegistryClientMixin:
         self._commit(decide)
 
     def list_registry_webhooks(self, model_name: Optional[str] = None) -> list[Webhook]:
-        state = self._registry.state() if model_name is None else self._read(model_name)
-        hooks = [h.webhook for h in state.webhooks.values() if model_name is None or h.webhook.model_name == model_name]
+        """The webhooks you may manage (a URL can carry a token): a model's need CAN_MANAGE on it,
+        registry-wide ones registry admin. Without ``model_name``, every such webhook."""
+        user = _acting_user()
+        if model_name is None:
+            state = self._registry.state()
+            hooks = [h.webhook for h in state.webhooks.values() if _may_see_webhook(state, user, h.webhook.model_name)]
+        else:
+            state = self._read(model_name)
+            _check_webhook_rights(state, user, model_name, "listing")
+            hooks = [h.webhook for h in state.webhooks.values() if h.webhook.model_name == model_name]
         return sorted(hooks, key=lambda w: (w.creation_timestamp, w.webhook_id))
 
     def list_webhook_deliveries(self, webhook_id: Optional[str] = None) -> list[WebhookDelivery]:
-        """Recorded delivery attempts, oldest first (call :meth:`wait_for_webhooks` first to see the
-        outcome of changes just made)."""
+        """Recorded delivery attempts of the webhooks you may manage, oldest first (call
+        :meth:`wait_for_webhooks` first to see the outcome of changes just made)."""
+        user = _acting_user()
+        state = self._registry.state()
+        if webhook_id is not None:
+            _check_webhook_rights(state, user, _need_webhook(state, webhook_id).webhook.model_name, "reading")
+            visible = None
+        else:
+            visible = {h for h, hook in state.webhooks.items() if _may_see_webhook(state, user, hook.webhook.model_name)}
         return [E.WebhookDelivery(timestamp=row.pop("event_time"), **row)
-                for row in self._registry.deliveries(webhook_id)]
+                for row in self._registry.deliveries(webhook_id) if visible is None or row["webhook_id"] in visible]
 
     def wait_for_webhooks(self, timeout: Optional[float] = None) -> bool:
         """Wait until this process's pending webhook deliveries and retries are finished."""
@@ -549,6 +607,12 @@ def _lineage(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return out[::-1]
 
 
+def _check_secret(secret: Any) -> None:
+    if secret is not None and (not isinstance(secret, str) or not secret):
+        raise InvalidArgument(f"webhook secret must be a non-empty string (or None for unsigned deliveries), "
+                              f"got {type(secret).__name__}")
+
+
 def _webhook_status(status: Any) -> str:
     if status not in ("ACTIVE", "DISABLED"):
         raise InvalidArgument(f"webhook status {status!r} is not ACTIVE or DISABLED")
@@ -562,10 +626,25 @@ def _need_webhook(state: Any, webhook_id: str) -> Any:
     return hook
 
 
-def _check_webhook_rights(state: Any, user: str, model_name: Optional[str]) -> None:
+def _check_webhook_rights(state: Any, user: str, model_name: Optional[str], what: str = "managing") -> None:
     if model_name is None:
-        if user not in S.admins():
-            raise PermissionDenied(f"user {user!r} is not a registry admin (DELTAFLOW_REGISTRY_ADMINS), which a "
-                                   "registry-wide webhook needs; give model_name for a model's webhook")
+        S.need_admin(state, user, f"{what} a registry-wide webhook (give model_name for a model's webhook)")
         return
-    S.need_level(state, S.need_model(state, model_name), user, "CAN_MANAGE", "managing the model's webhooks")
+    S.need_level(state, S.need_model(state, model_name), user, "CAN_MANAGE", f"{what} the model's webhooks")
+
+
+def _may_see_webhook(state: Any, user: str, model_name: Optional[str]) -> bool:
+    if user in state.admins:
+        return True
+    model = state.models.get(model_name) if model_name is not None else None
+    return model is not None and R.level_at_least(state.permission_of(model, user), "CAN_MANAGE")
+
+
+def _secret_details(secret: Optional[str]) -> dict[str, Any]:
+    """How a webhook secret is stored: encrypted with the registry key, never in plain text."""
+    if secret is None:
+        return {}
+    from deltaflow.registry import _integrity
+
+    key = _integrity.require_key("storing a webhook secret")
+    return {"secret_enc": _integrity.encrypt_secret(key, secret)}

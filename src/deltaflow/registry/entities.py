@@ -130,3 +130,15 @@ class WebhookDelivery:
 class ModelPermission:
     principal: str  # a user name, or "users" for every user
     level: str
+
+
+@dataclass(frozen=True)
+class RegistryIntegrity:
+    """What :meth:`verify_registry` found: ``signed`` (rows must carry a valid signature made with
+    the registry key ``key_id``), the folded ``revision``, and the ``rejected`` rows (each with its
+    revision, event id, claimed user and action, and why it was ignored)."""
+
+    signed: bool
+    key_id: Optional[str]
+    revision: int
+    rejected: list[Any]

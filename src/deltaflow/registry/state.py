@@ -1,7 +1,8 @@
 """The registry's current state, folded from its event log (pure; no storage).
 
 The log is a single sequence of numbered revisions, each one change. :meth:`RegistryState.apply`
-replays one event; the store decides and validates a change against the folded state, then claims
+replays one event, :meth:`RegistryState.skip` passes over a revision whose row the store rejected
+(a row of a signed registry without a valid signature); the store decides and validates a change against the folded state, then claims
 the next revision for it. Because every reader folds the same dense sequence the same way, every
 process sees the same registry.
 """
@@ -12,6 +13,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
+from deltaflow.config import RESERVED_PRINCIPALS
 from deltaflow.registry._rules import ALL_USERS, STAGES
 from deltaflow.registry.entities import (
     Activity,
@@ -22,7 +24,7 @@ from deltaflow.registry.entities import (
     Webhook,
 )
 
-__all__ = ["RegistryState", "ACTIVITY_TYPES"]
+__all__ = ["RegistryState", "ACTIVITY_TYPES", "Rejected"]
 
 # Databricks' activity types for the actions that have one.
 ACTIVITY_TYPES = {
@@ -69,16 +71,39 @@ class _Model:
 @dataclass
 class _Hook:
     webhook: Webhook
-    secret: Optional[str]
+    secret: Optional[str]  # plaintext: only rows written before secrets were encrypted carry one
+    secret_enc: Optional[str] = None  # encrypted with the registry key (see _integrity)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A log row the fold did not apply, and why."""
+
+    revision: int
+    event_id: str
+    user_id: str
+    action: str
+    reason: str
+
+
+def _reserved(user: Any) -> bool:
+    return not isinstance(user, str) or user.strip().lower() in RESERVED_PRINCIPALS
 
 
 class RegistryState:
-    """Folded registry state at :attr:`revision` (0: empty)."""
+    """Folded registry state at :attr:`revision` (0: empty).
+
+    ``admins`` are the registry admins: the user of revision 1 (who created the registry), then
+    whoever an admin adds. ``key_id`` is the registry key that signs the log (None: an unsigned
+    registry), ``rejected`` the rows skipped so far."""
 
     def __init__(self) -> None:
         self.revision = 0
         self.models: dict[str, _Model] = {}
         self.webhooks: dict[str, _Hook] = {}
+        self.admins: set[str] = set()
+        self.key_id: Optional[str] = None
+        self.rejected: list[Rejected] = []
 
     def copy(self) -> "RegistryState":
         return copy.deepcopy(self)
@@ -91,12 +116,21 @@ class RegistryState:
         handler = getattr(self, "_on_" + event["action"].lower(), None)
         if handler is not None:  # an action from a newer release is skipped, not fatal
             handler(event, event.get("details") or {})
+        if revision == 1 and not self.admins and not _reserved(event["user_id"]):
+            self.admins.add(event["user_id"])  # whoever created the registry is its first admin
         name = event.get("name") or ""
         if event["action"] == "RENAME_REGISTERED_MODEL":
             name = (event.get("details") or {}).get("new_name", name)
         model = self.models.get(name)
         if model is not None:
             model.updated = event["event_time"]
+        self.revision = revision
+
+    def skip(self, revision: int, rejected: Iterable[Rejected]) -> None:
+        """Pass over ``revision``: none of its rows may be applied."""
+        if revision != self.revision + 1:
+            raise ValueError(f"registry revision {revision} skipped at revision {self.revision}")
+        self.rejected.extend(rejected)
         self.revision = revision
 
     def apply_all(self, events: Iterable[dict[str, Any]]) -> None:
@@ -113,10 +147,11 @@ class RegistryState:
         self._version(event).updated = event["event_time"]
 
     def _on_create_registered_model(self, e: dict[str, Any], d: dict[str, Any]) -> None:
+        granted = {p: lvl for p, lvl in (d.get("permissions") or {}).items() if p == ALL_USERS or not _reserved(p)}
+        owner = {} if _reserved(e["user_id"]) else {e["user_id"]: "CAN_MANAGE"}  # 'users' must not own
         self.models[e["name"]] = _Model(
             name=e["name"], creation=e["event_time"], updated=e["event_time"], owner=e["user_id"],
-            description=d.get("description"), tags=dict(d.get("tags") or {}),
-            permissions={e["user_id"]: "CAN_MANAGE", **(d.get("permissions") or {})})
+            description=d.get("description"), tags=dict(d.get("tags") or {}), permissions={**owner, **granted})
 
     def _on_rename_registered_model(self, e: dict[str, Any], d: dict[str, Any]) -> None:
         model = self.models.pop(e["name"])
@@ -227,6 +262,8 @@ class RegistryState:
         self._model(e).comments.pop(d["comment_id"], None)
 
     def _on_set_permission(self, e: dict[str, Any], d: dict[str, Any]) -> None:
+        if d["principal"] != ALL_USERS and _reserved(d["principal"]):
+            return  # only rows written around the library's checks can carry one
         permissions = self._model(e).permissions
         if d.get("level") is None:
             permissions.pop(d["principal"], None)
@@ -238,27 +275,37 @@ class RegistryState:
             webhook_id=d["webhook_id"], events=tuple(d["events"]), url=d["url"], model_name=e.get("name") or None,
             status=d.get("status", "ACTIVE"), description=d.get("description"),
             creation_timestamp=e["event_time"], last_updated_timestamp=e["event_time"], user_id=e["user_id"],
-            has_secret=bool(d.get("secret"))), d.get("secret"))
+            has_secret=bool(d.get("secret") or d.get("secret_enc"))), d.get("secret"), d.get("secret_enc"))
 
     def _on_update_webhook(self, e: dict[str, Any], d: dict[str, Any]) -> None:
         hook = self.webhooks[d["webhook_id"]]
         changes = {k: (tuple(v) if k == "events" else v) for k, v in d.items()
                    if k in ("events", "url", "status", "description") and v is not None}
         hook.webhook = _replace(hook.webhook, last_updated_timestamp=e["event_time"], **changes)
-        if d.get("secret") is not None:
-            hook.secret = d["secret"]
+        if d.get("secret_enc") is not None:
+            hook.secret, hook.secret_enc = None, d["secret_enc"]
+            hook.webhook = _replace(hook.webhook, has_secret=True)
+        elif d.get("secret") is not None:
+            hook.secret, hook.secret_enc = d["secret"], None
             hook.webhook = _replace(hook.webhook, has_secret=True)
 
     def _on_delete_webhook(self, e: dict[str, Any], d: dict[str, Any]) -> None:
         self.webhooks.pop(d["webhook_id"], None)
 
+    def _on_add_registry_admin(self, e: dict[str, Any], d: dict[str, Any]) -> None:
+        if not _reserved(d["principal"]):
+            self.admins.add(d["principal"])
+
+    def _on_remove_registry_admin(self, e: dict[str, Any], d: dict[str, Any]) -> None:
+        self.admins.discard(d["principal"])
+
     # -- reads ------------------------------------------------------------------------------
-    def permission_of(self, model: _Model, user: str, admins: Iterable[str] = ()) -> Optional[str]:
+    def permission_of(self, model: _Model, user: str) -> Optional[str]:
         """The highest level ``user`` holds on ``model``: their own grant, the all-users grant, or
         CAN_MANAGE as a registry admin."""
         from deltaflow.registry._rules import PERMISSION_LEVELS
 
-        if user in admins:
+        if user in self.admins:
             return "CAN_MANAGE"
         held = [model.permissions.get(user), model.permissions.get(ALL_USERS)]
         held = [level for level in held if level is not None]
@@ -286,6 +333,9 @@ class RegistryState:
             aliases=dict(model.aliases), latest_versions=self.latest_per_stage(model))
 
 
+_PRIVATE_DETAILS = frozenset({"secret", "secret_enc", "_sig"})  # never in an activity view
+
+
 def _replace(obj: Any, **changes: Any) -> Any:
     import dataclasses
 
@@ -295,7 +345,7 @@ def _replace(obj: Any, **changes: Any) -> Any:
 def activity_of(event: dict[str, Any], for_version: Optional[int] = None) -> Activity:
     """The audit view of one event; ``for_version`` names a version archived as a side effect, which
     then shows as Databricks' SYSTEM_TRANSITION to Archived."""
-    details = {k: v for k, v in (event.get("details") or {}).items() if k != "secret"}
+    details = {k: v for k, v in (event.get("details") or {}).items() if k not in _PRIVATE_DETAILS}
     if for_version is not None and for_version != event.get("version"):
         from_stage = next((stage for v, stage in details.get("archived") or () if v == for_version), None)
         return Activity(

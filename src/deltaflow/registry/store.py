@@ -6,6 +6,10 @@ and claims revision n+1 with the engine's conflict-checked insert. Losing the cl
 writer changed the registry first: fold its change and decide again. Version numbers, name
 uniqueness, "one version per alias" and "archive the other Production versions" are therefore
 decided on an up-to-date state by exactly one writer at a time, in any number of processes.
+
+A writer holding the registry key signs each row (``_integrity``); in a signed registry a row
+without a valid signature is skipped by every reader and reported (:meth:`RegistryStore.verify`).
+The acting user is :func:`deltaflow.config.acting_user`; registry admins are recorded in the log.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ __all__ = ["RegistryStore", "registry_store", "Decision"]
 _log = logging.getLogger(__name__)
 _LOG = "registry_events"
 _CLAIM_ATTEMPTS = 60  # losing a claim means someone else committed; 60 losses in a row is pathological
-ADMINS_ENV = "DELTAFLOW_REGISTRY_ADMINS"
+ADMINS_ENV = "DELTAFLOW_REGISTRY_ADMINS"  # no longer read: admins are recorded in the registry
 DEFAULT_PERMISSION_ENV = "DELTAFLOW_REGISTRY_DEFAULT_PERMISSION"
 
 
@@ -44,9 +48,14 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def admins() -> frozenset[str]:
-    raw = os.environ.get(ADMINS_ENV, "")
-    return frozenset(p.strip() for p in raw.split(",") if p.strip())
+_warned_admins_env: list[bool] = []
+
+
+def _warn_admins_env() -> None:
+    if os.environ.get(ADMINS_ENV) and not _warned_admins_env:
+        _warned_admins_env.append(True)
+        _log.warning("deltaflow: %s is ignored: registry admins are recorded in the registry "
+                     "(client.add_registry_admin / `deltaflow models admins add`)", ADMINS_ENV)
 
 
 def default_permission() -> Optional[str]:
@@ -89,18 +98,20 @@ class RegistryStore:
         self._lock = threading.RLock()
         self._dispatcher: Any = None
         self.lost_claims = 0  # revisions another writer took first (a measure of contention)
+        _warn_admins_env()
 
     # -- the log ----------------------------------------------------------------------------
     def _catch_up(self) -> RegistryState:
-        """Fold every revision newer than ours (an incremental read)."""
+        """Fold every revision newer than ours (an incremental read), checking row signatures."""
+        from deltaflow.registry import _integrity
         from deltaflow.store.engine import Where
 
-        by_revision = _one_per_revision(
-            self.engine.read(_LOG, Where((("revision", ">", self._state.revision),))).to_pylist())
-        next_revision = self._state.revision + 1
-        while next_revision in by_revision:
-            self._state.apply(_decode(by_revision[next_revision]))
-            next_revision += 1
+        rows = self.engine.read(_LOG, Where((("revision", ">", self._state.revision),))).to_pylist()
+        rejected = len(self._state.rejected)
+        _integrity.fold_rows(self._state, rows, _integrity.load_key(), self.location.uri)
+        for bad in self._state.rejected[rejected:]:
+            _log.warning("deltaflow: registry revision %d row %s (%s by %r) ignored: %s", bad.revision,
+                         bad.event_id, bad.action, bad.user_id, bad.reason)
         return self._state
 
     def state(self, refresh: bool = True) -> RegistryState:
@@ -110,9 +121,21 @@ class RegistryStore:
             return (self._catch_up() if refresh else self._state).copy()
 
     def events(self) -> list[dict[str, Any]]:
-        """Every decoded log row, oldest first (one per revision)."""
-        first = _one_per_revision(self.engine.read(_LOG).to_pylist())  # the whole log: it is small
-        return [_decode(first[r]) for r in sorted(first)]
+        """Every applied log row, decoded, oldest first (one per revision; rejected rows left out)."""
+        return self._full_fold()[1]
+
+    def verify(self) -> RegistryState:
+        """The registry folded from its whole log, with every rejected row in ``rejected``."""
+        return self._full_fold()[0]
+
+    def _full_fold(self) -> tuple[RegistryState, list[dict[str, Any]]]:
+        from deltaflow.registry import _integrity
+
+        applied: list[dict[str, Any]] = []
+        state = RegistryState()
+        rows = self.engine.read(_LOG).to_pylist()  # the whole log: it is small
+        _integrity.fold_rows(state, rows, _integrity.load_key(), self.location.uri, applied)
+        return state, applied
 
     def commit(self, decide: Callable[[RegistryState, str], Optional[Decision]]) -> Optional[dict[str, Any]]:
         """Decide a change on the current state and commit it as the next revision.
@@ -120,11 +143,13 @@ class RegistryStore:
         ``decide(state, user)`` raises to refuse (nothing is written) or returns the event; None
         means "nothing to change". Returns the committed event.
         """
+        from deltaflow.config import acting_user
+        from deltaflow.registry import _integrity
         from deltaflow.store import _arrow
         from deltaflow.store.schema import TABLES
-        from deltaflow.tracking._context import resolve_user
 
-        user = resolve_user()
+        user = acting_user()
+        key = _integrity.load_key()
         delay = 0.02
         for _attempt in range(_CLAIM_ATTEMPTS):
             with self._lock:
@@ -135,11 +160,15 @@ class RegistryStore:
                 event = {"revision": state.revision + 1, "event_id": uuid.uuid4().hex, "event_time": _now_ms(),
                          "user_id": user, "version": None, "from_stage": None, "to_stage": None,
                          "comment": None, **decision}
-                event.setdefault("details", {})
+                event["details"] = dict(event.get("details") or {})
+                if key is not None:  # signed even in an unsigned registry: harmless, and checkable later
+                    event["details"][_integrity.SIG] = _integrity.sign_row(key, event)
                 row = dict(event, details=json.dumps(event["details"], sort_keys=True))
                 data = _arrow.table_from_pylist([row], TABLES[_LOG].schema)
                 if self.engine.insert_if_absent(_LOG, data, ["revision"]):
                     state.apply(event)
+                    if event["revision"] == 1 and key is not None:
+                        state.key_id = key.key_id  # this process created a signed registry
                     self._notify(event)
                     return event
                 self.lost_claims += 1
@@ -166,7 +195,9 @@ class RegistryStore:
         from deltaflow.store.schema import TABLES
 
         data = _arrow.table_from_pylist([record], TABLES["webhook_deliveries"].schema)
-        self.engine.append("webhook_deliveries", data, app_id=f"wh-{record['delivery_id']}", version=1)
+        # One delivery id for all attempts of a delivery: the attempt number keeps each append distinct.
+        self.engine.append("webhook_deliveries", data, app_id=f"wh-{record['delivery_id']}",
+                           version=record["attempt"])
 
     def wait_for_webhooks(self, timeout: Optional[float] = None) -> bool:
         """Block until queued deliveries (and their retries) are done; False on timeout."""
@@ -189,25 +220,6 @@ class RegistryStore:
             return publish_copy(self.location.artifact_root, name, local), run_id
 
 
-def _one_per_revision(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """Log rows by revision. Exactly one row per revision is the invariant the conflict-checked
-    claim keeps; should an engine ever let two through, every reader still picks the same one."""
-    by_revision: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        seen = by_revision.get(row["revision"])
-        if seen is None or row["event_id"] < seen["event_id"]:
-            by_revision[row["revision"]] = row
-    return by_revision
-
-
-def _decode(row: dict[str, Any]) -> dict[str, Any]:
-    event = dict(row)
-    event["details"] = json.loads(row["details"]) if row.get("details") else {}
-    if "archived" in event["details"]:
-        event["details"]["archived"] = [tuple(pair) for pair in event["details"]["archived"]]
-    return event
-
-
 # -- decisions' shared checks --------------------------------------------------------------
 def need_model(state: RegistryState, name: str) -> _Model:
     model = state.models.get(name)
@@ -227,10 +239,17 @@ def need_version(state: RegistryState, name: str, version: int) -> tuple[_Model,
 
 
 def need_level(state: RegistryState, model: _Model, user: str, level: str, what: str) -> None:
-    held = state.permission_of(model, user, admins())
+    held = state.permission_of(model, user)
     if not R.level_at_least(held, level):
         raise PermissionDenied(f"user {user!r} lacks {level} on registered model {model.name!r} "
                                f"(holds {held or 'no permission'}), which {what} needs")
+
+
+def need_admin(state: RegistryState, user: str, what: str) -> None:
+    if user not in state.admins:
+        shown = ", ".join(sorted(state.admins)) or "none"
+        raise PermissionDenied(f"user {user!r} is not a registry admin, which {what} needs (admins: {shown}; an "
+                               "admin adds one with `deltaflow models admins add <user>`)")
 
 
 def registry_store(tracking: "TrackingStore") -> RegistryStore:
