@@ -285,8 +285,9 @@ def _mapping(value: Any, what: str) -> Any:
 
 
 def log_params(params: dict[str, Any], synchronous: Optional[bool] = None, run_id: Optional[str] = None) -> None:
-    items = [Param(*V.validate_param(k, v)) for k, v in _mapping(params, "log_params' params").items()]
-    _client().log_batch(_target_run(run_id, lambda: None), params=items, synchronous=synchronous)
+    items = [Param(k, v) for k, v in _mapping(params, "log_params' params").items()]
+    rid = _target_run(run_id, lambda: V.validate_batch((), items, (), limits=False))
+    _client().log_batch(rid, params=items, synchronous=synchronous)
 
 
 def log_metric(key: str, value: float, step: Optional[int] = None, synchronous: Optional[bool] = None,
@@ -311,8 +312,8 @@ def log_metrics(metrics: dict[str, float], step: Optional[int] = None, synchrono
                 timestamp: Optional[int] = None, run_id: Optional[str] = None) -> None:
     ts = V.validate_timestamp(timestamp, "timestamp") if timestamp is not None else int(time.time() * 1000)
     items = [Metric(k, v, ts, 0 if step is None else step) for k, v in _mapping(metrics, "log_metrics' metrics").items()]
-    V.validate_batch(items, (), (), limits=False)
-    _client().log_batch(_target_run(run_id, lambda: None), metrics=items, synchronous=synchronous)
+    rid = _target_run(run_id, lambda: V.validate_batch(items, (), (), limits=False))
+    _client().log_batch(rid, metrics=items, synchronous=synchronous)
 
 
 def set_tag(key: str, value: Any, synchronous: Optional[bool] = None) -> None:
@@ -320,8 +321,9 @@ def set_tag(key: str, value: Any, synchronous: Optional[bool] = None) -> None:
 
 
 def set_tags(tags: dict[str, Any], synchronous: Optional[bool] = None) -> None:
-    items = [RunTag(k, v) for k, v in V.validate_tags(_mapping(tags, "set_tags' tags"))]
-    _client().log_batch(_target_run(None, lambda: None), tags=items, synchronous=synchronous)
+    items = [RunTag(k, v) for k, v in _mapping(tags, "set_tags' tags").items()]
+    rid = _target_run(None, lambda: V.validate_batch((), (), items, limits=False))
+    _client().log_batch(rid, tags=items, synchronous=synchronous)
 
 
 def delete_tag(key: str) -> None:
