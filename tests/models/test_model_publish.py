@@ -78,3 +78,22 @@ def test_a_failed_local_publish_leaves_the_old_model_and_no_staging(tmp_path: Pa
         repo.publish_dir(bad, "m")
     assert _tree(tmp_path / "root" / "m")["model.pkl"] == "pickle v1"
     assert os.listdir(tmp_path / "root") == ["m"]
+
+
+@pytest.mark.spark
+def test_unreferenced_registry_copies_are_found_on_hadoop_uris(tmp_path: Path, spark):
+    """The Hadoop half of gc_model_files: a copy's age is its newest file's, referenced copies and
+    hidden staging folders are left alone."""
+    import time
+
+    from deltaflow.registry.copies import _hadoop_orphan_copies
+
+    root = tmp_path / "root"
+    for copy in ("kept", "orphan", ".deltaflow-tmp-x"):
+        _model_dir(root / "_registry" / "m" / copy, copy)
+    repo = art.HadoopArtifactRepository(f"file://{root}", spark=spark)
+    now = time.time()
+    assert _hadoop_orphan_copies(repo, {"kept"}, now, 3600) == []  # young
+    assert _hadoop_orphan_copies(repo, {"kept"}, now + 7200, 3600) == ["_registry/m/orphan"]
+    assert _hadoop_orphan_copies(art.HadoopArtifactRepository(f"file://{tmp_path}/none", spark=spark),
+                                 set(), now, 0) == []

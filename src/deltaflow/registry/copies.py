@@ -123,10 +123,38 @@ def _orphan_copies(registry_root: str, referenced: set[str], now: float, grace_s
     return sorted(found)
 
 
+def _hadoop_orphan_copies(repo: Any, referenced: set[str], now: float, grace_s: float) -> list[str]:
+    """Relative paths ``_registry/<name>/<copy>`` of unreferenced copies on a Hadoop URI. A copy's age is
+    that of its newest file (object stores give folders no reliable time), or of the folder when empty."""
+    from deltaflow.artifacts import _TMP_PREFIX
+
+    def listing() -> list[str]:
+        fs, root = repo._bind(), repo._path(_REGISTRY_DIR)
+        if not fs.exists(root):
+            return []
+        found = []
+        for model in fs.listStatus(root):
+            if not model.isDirectory():
+                continue
+            for copy in fs.listStatus(model.getPath()):
+                name = copy.getPath().getName()
+                if not copy.isDirectory() or name.startswith(_TMP_PREFIX) or name in referenced:
+                    continue
+                newest = copy.getModificationTime()
+                files = fs.listFiles(copy.getPath(), True)
+                while files.hasNext():
+                    newest = max(newest, files.next().getModificationTime())
+                if now - newest / 1000 > grace_s:
+                    found.append(f"{_REGISTRY_DIR}/{model.getPath().getName()}/{name}")
+        return sorted(found)
+
+    return repo._call(f"list {_REGISTRY_DIR!r}", listing)
+
+
 def gc_model_files(store: Any, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False) -> ModelFilesReport:
     """Remove registry copies no registry event references and abandoned staging folders, each only
-    when older than ``grace_s`` seconds. Local and FUSE (``/Volumes``, ``/dbfs``) artifact roots only:
-    other URIs are skipped with a log line.
+    when older than ``grace_s`` seconds. Staging folders exist only on local and FUSE (``/Volumes``,
+    ``/dbfs``) paths; unreferenced registry copies are found there and on Hadoop URIs.
 
     The artifact roots searched are the store's and every experiment's artifact location. A copy is
     referenced when any registry event (the version's creation, even of a since-deleted version)
@@ -153,20 +181,33 @@ def gc_model_files(store: Any, grace_s: float = DEFAULT_GRACE_S, dry_run: bool =
             continue  # an experiment's folder below the store's root: searched already
         searched.append(path)
         report.staging_paths += _staging_below(path, now, grace_s)
+    events = registry_store(store).events()
+    referenced = {os.path.basename(str(e["details"]["storage_location"]).rstrip("/"))
+                  for e in events if isinstance(e.get("details"), dict) and e["details"].get("storage_location")}
+    hadoop = None
     if _is_local(location.artifact_root):
-        events = registry_store(store).events()
-        referenced = {os.path.basename(str(e["details"]["storage_location"]).rstrip("/"))
-                      for e in events if isinstance(e.get("details"), dict) and e["details"].get("storage_location")}
         report.registry_copies = _orphan_copies(os.path.join(_local(location.artifact_root), _REGISTRY_DIR),
                                                 referenced, now, grace_s)
     else:
-        _log.info("deltaflow gc: skipping registry copies under %s (not a local or FUSE path)",
-                  location.artifact_root)
+        from deltaflow.artifacts import get_artifact_repository, join_uri
+
+        hadoop = get_artifact_repository(location.artifact_root)
+        orphans = _hadoop_orphan_copies(hadoop, referenced, now, grace_s)
+        report.registry_copies = [join_uri(location.artifact_root, rel) for rel in orphans]
     if not dry_run:
-        for path in report.staging_paths + report.registry_copies:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
+        for path in report.staging_paths:
+            _remove_local(path)
+        for path in report.registry_copies:
+            if hadoop is None:
+                _remove_local(path)
             else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
+                hadoop.delete_artifacts(path[len(location.artifact_root.rstrip("/")) + 1:])
     return report
+
+
+def _remove_local(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
