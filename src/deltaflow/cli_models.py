@@ -5,7 +5,7 @@ Attached to the top-level ``deltaflow`` group in :mod:`deltaflow.cli`, whose err
 :class:`~deltaflow.errors.DeltaflowError` (unknown model, bad stage, PermissionDenied ...) into one
 ``error: <message>`` line on stderr and exit status 2. The acting user is the registry's
 (:func:`deltaflow.config.acting_user`): the workspace user on Databricks, elsewhere ``DELTAFLOW_USER``,
-else the OS user. ``admins``, ``verify`` and ``key`` manage the registry's trust settings. Like the rest of the CLI, nothing heavy is imported
+else the OS user. ``admins``, ``verify``, ``seal`` and ``key`` manage the registry's trust settings. Like the rest of the CLI, nothing heavy is imported
 until a command runs, so ``--help`` stays instant; this module does not import :mod:`deltaflow.cli`
 at load time (that module imports this one), only inside the commands.
 """
@@ -370,6 +370,14 @@ def models_verify(ctx: click.Context, output: str) -> None:
                        f"{bad.reason}")
     if report.rejected:
         ctx.exit(1)
+
+
+@models.command("seal")
+@click.pass_context
+def models_seal(ctx: click.Context) -> None:
+    """Make an unsigned registry signed from now on (admins; needs the registry key)."""
+    report = _client(ctx).seal_registry()
+    click.echo(f"registry log signed with registry key {report.key_id} from revision {report.revision} on")
 
 
 @models.command("key")

@@ -279,3 +279,31 @@ def test_cli_admins_verify_and_key(client, churn, user, store_uri, tmp_path, mon
     code, out = run("key", "--create")
     assert code == 0 and str(tmp_path / "config" / "registry.key") in out
     assert oct((tmp_path / "config" / "registry.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_sealing_an_unsigned_registry(client, user, monkeypatch, tmp_path):
+    key = __import__("os").environ["DELTAFLOW_REGISTRY_KEY"]
+    monkeypatch.delenv("DELTAFLOW_REGISTRY_KEY")  # the registry is created by a process without a key
+    client.create_registered_model("churn")
+    before = _forge(client, client._registry.state().revision + 1, "SET_REGISTERED_MODEL_TAG",
+                    details={"key": "k", "value": "forged-before"})
+    assert client.get_registered_model("churn").tags == {"k": "forged-before"}  # unsigned: indistinguishable
+    with pytest.raises(InvalidState, match="DELTAFLOW_REGISTRY_KEY"):
+        client.seal_registry()
+    monkeypatch.setenv("DELTAFLOW_REGISTRY_KEY", key)
+    user("eve")
+    with pytest.raises(PermissionDenied, match="not a registry admin"):
+        client.seal_registry()
+    user("owner")
+    report = client.seal_registry()
+    assert report.signed and report.rejected == []
+    _forge(client, client._registry.state().revision + 1, "SET_REGISTERED_MODEL_TAG",
+           details={"key": "k", "value": "forged-after"})
+    client.set_registered_model_tag("churn", "team", "growth")
+    assert client.get_registered_model("churn").tags == {"k": "forged-before", "team": "growth"}
+    assert _fresh_state(client).models["churn"].tags == {"k": "forged-before", "team": "growth"}
+    assert [r.reason for r in client.verify_registry().rejected] == ["no signature (written without the registry key)"]
+    assert before not in {r.event_id for r in client.verify_registry().rejected}  # before the seal: as it was
+    monkeypatch.delenv("DELTAFLOW_REGISTRY_KEY")
+    with pytest.raises(PermissionDenied, match="signed with registry key"):
+        _fresh_state(client)

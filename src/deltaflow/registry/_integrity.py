@@ -18,6 +18,7 @@ so one secret serves both uses and neither use's key reveals the other's.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -39,13 +40,18 @@ _ROW_FIELDS = ("revision", "event_id", "event_time", "user_id", "action", "name"
                "to_stage", "comment")
 
 
+@functools.lru_cache(maxsize=32)
+def _derive(material: bytes, purpose: str) -> bytes:
+    return hmac.new(material, b"deltaflow/" + purpose.encode(), hashlib.sha256).digest()
+
+
 @dataclass(frozen=True)
 class RegistryKey:
     material: bytes
     source: str  # "DELTAFLOW_REGISTRY_KEY" or the key file's path
 
     def derive(self, purpose: str) -> bytes:
-        return hmac.new(self.material, b"deltaflow/" + purpose.encode(), hashlib.sha256).digest()
+        return _derive(self.material, purpose)
 
     @property
     def key_id(self) -> str:
@@ -210,8 +216,9 @@ def fold_rows(state: Any, rows: list[dict[str, Any]], key: Optional[RegistryKey]
     Revision 1 decides the mode: signed with this process's key -> a signed registry, where a
     revision's row is its validly signed row with the smallest event id, and a revision with none is
     skipped and its rows reported in ``state.rejected``; unsigned -> an unsigned registry (made by a
-    process without a key), where, as before signing existed, the smallest event id wins. A registry
-    signed with another key (or read without one) raises PermissionDenied.
+    process without a key), where, as before signing existed, the smallest event id wins, until a
+    validly signed SEAL_REGISTRY row makes the rest of the log signed. A registry signed with another
+    key (or read without one) raises PermissionDenied.
     """
     from deltaflow.registry.state import Rejected
 
@@ -232,8 +239,15 @@ def fold_rows(state: Any, rows: list[dict[str, Any]], key: Optional[RegistryKey]
                 raise key_mismatch(where, signers, key)
             if valid or (signers and all(SIG in e["details"] for e in candidates)):
                 state.key_id = key.key_id if key is not None else None
+        sealed_by = None
         if state.key_id is None:  # an unsigned registry: signatures, if any, are not required
             chosen, bad = candidates[0], []
+            if chosen["action"] == "SEAL_REGISTRY":  # from here on the registry is signed
+                sealed_by = signature_key_id(chosen)
+                if sealed_by is not None and (key is None or key.key_id != sealed_by):
+                    raise key_mismatch(where, {sealed_by}, key)
+                if row_signature_problem(key, chosen) is not None:
+                    sealed_by = None  # an unsigned or bad "seal" seals nothing
         else:
             chosen = valid[0] if valid else None
             bad = [Rejected(e["revision"], e["event_id"], e["user_id"], e["action"], str(problem))
@@ -243,6 +257,8 @@ def fold_rows(state: Any, rows: list[dict[str, Any]], key: Optional[RegistryKey]
         else:
             state.apply(chosen)
             state.rejected.extend(bad)
+            if sealed_by is not None:
+                state.key_id = sealed_by
             if applied is not None:
                 applied.append(chosen)
         revision += 1

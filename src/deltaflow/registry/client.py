@@ -500,6 +500,23 @@ class RegistryClientMixin:
 
         self._commit(decide)
 
+    def seal_registry(self) -> RegistryIntegrity:
+        """Make an unsigned registry (created without a registry key) signed from its next revision
+        on: later rows count only when signed with this process's key. Admins only; the rows before
+        the seal stay as they were. Returns :meth:`verify_registry`'s report."""
+        from deltaflow.registry import _integrity
+
+        key = _integrity.require_key("sealing the registry")
+
+        def decide(s: Any, u: str) -> Optional[Decision]:
+            S.need_admin(s, u, "sealing the registry")
+            if s.key_id is not None:
+                return None  # already signed
+            return S.Decision(action="SEAL_REGISTRY", name="", details={"key_id": key.key_id})
+
+        self._commit(decide)
+        return self.verify_registry()
+
     def verify_registry(self) -> RegistryIntegrity:
         """Fold the whole registry log, checking every row's signature: whether the registry is
         signed (and with which key id), and the rows every reader ignores (forged or altered

@@ -167,8 +167,8 @@ class RegistryStore:
                 data = _arrow.table_from_pylist([row], TABLES[_LOG].schema)
                 if self.engine.insert_if_absent(_LOG, data, ["revision"]):
                     state.apply(event)
-                    if event["revision"] == 1 and key is not None:
-                        state.key_id = key.key_id  # this process created a signed registry
+                    if key is not None and (event["revision"] == 1 or event["action"] == "SEAL_REGISTRY"):
+                        state.key_id = key.key_id  # this process created or sealed a signed registry
                     self._notify(event)
                     return event
                 self.lost_claims += 1
