@@ -205,6 +205,9 @@ FLUENT_CASES: list[tuple[str, Callable[[World], Any], str]] = [
     ("list_artifacts bad path", lambda w: deltaflow.list_artifacts("/abs"), "'/abs'"),
     ("log_figure not a figure", lambda w: deltaflow.log_figure(object(), "f.png"), "matplotlib"),
     ("log_params empty run_id", lambda w: deltaflow.log_params({"a": 1}, run_id=""), "run_id ''"),
+    ("search_runs experiment_ids float", lambda w: deltaflow.search_runs(1.5), "1.5"),
+    ("search_experiments max_results str", lambda w: deltaflow.search_experiments(max_results="10"), "'10'"),
+    ("client.search_runs experiment_ids None", lambda w: w.client.search_runs(None), "None"),
 ]
 
 

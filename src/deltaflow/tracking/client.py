@@ -186,6 +186,12 @@ class DeltaflowClient(RegistryClientMixin):
     def search_runs(self, experiment_ids: Sequence[str], filter_string: str = "",
                     run_view_type: int = ViewType.ACTIVE_ONLY, max_results: int = 1000,
                     order_by: Optional[Sequence[str]] = None, page_token: Optional[str] = None) -> PagedList:
+        if isinstance(experiment_ids, (str, int)) and not isinstance(experiment_ids, bool):
+            experiment_ids = [experiment_ids]  # as MlflowClient.search_runs
+        elif not isinstance(experiment_ids, (list, tuple)):
+            raise InvalidArgument(
+                f"experiment_ids {V._excerpt(experiment_ids)} must be a list of experiment ids"
+            )
         runs, token = self._store.search_runs(experiment_ids, filter_string, run_view_type, max_results,
                                               order_by, page_token)
         return PagedList(runs, token)

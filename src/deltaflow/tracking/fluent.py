@@ -253,6 +253,7 @@ def get_experiment_by_name(name: str) -> Optional[Experiment]:
 
 def search_experiments(view_type: int = ViewType.ACTIVE_ONLY, max_results: Optional[int] = None,
                        filter_string: Optional[str] = None, order_by: Optional[Sequence[str]] = None) -> list[Experiment]:
+    _check_max_results(max_results, allow_none=True)
     client = _client()
     out: list[Experiment] = []
     token = None
@@ -262,6 +263,13 @@ def search_experiments(view_type: int = ViewType.ACTIVE_ONLY, max_results: Optio
         token = page.token
         if not token or (max_results is not None and len(out) >= max_results):
             return out[:max_results] if max_results is not None else out
+
+
+def _check_max_results(max_results: Any, allow_none: bool) -> None:
+    if max_results is None and allow_none:
+        return
+    if not isinstance(max_results, int) or isinstance(max_results, bool) or max_results < 1:
+        raise InvalidArgument(f"max_results {V._excerpt(max_results)} must be a positive integer")
 
 
 def delete_experiment(experiment_id: str) -> None:
@@ -469,6 +477,13 @@ def search_runs(
 
     if output_format not in ("pandas", "list", "spark"):
         raise InvalidArgument(f"output_format {output_format!r} is not valid; use 'pandas', 'list' or 'spark'")
+    _check_max_results(max_results, allow_none=False)
+    if isinstance(experiment_ids, (str, int)) and not isinstance(experiment_ids, bool):
+        experiment_ids = [experiment_ids]  # as mlflow.search_runs
+    elif experiment_ids is not None and not isinstance(experiment_ids, (list, tuple)):
+        raise InvalidArgument(f"experiment_ids {V._excerpt(experiment_ids)} must be a list of experiment ids")
+    if experiment_names is not None and not isinstance(experiment_names, (list, tuple)):
+        raise InvalidArgument(f"experiment_names {V._excerpt(experiment_names)} must be a list of names")
     client = _client()
     ids = [str(e) for e in (experiment_ids or [])]
     for name in experiment_names or []:
