@@ -74,30 +74,35 @@ client.update_model_version(MODEL, version, f"Linear regression on x, z; r2={lr_
 # MAGIC ## Promote it through an approval
 # MAGIC Every user may read a new model and request a transition; moving a version into Production
 # MAGIC needs `CAN_MANAGE_PRODUCTION_VERSIONS`, which the model's creator holds (as `CAN_MANAGE`).
-# MAGIC Here a reviewer (simulated with `DELTAFLOW_USER`) asks for Production, is refused when trying
-# MAGIC to approve their own request, and the owner approves it, archiving the previous Production
-# MAGIC version.
+# MAGIC Here a reviewer (simulated with `DELTAFLOW_USER`, which works off Databricks only: there the
+# MAGIC registry acts as the workspace user) asks for Production, is refused when trying to approve
+# MAGIC their own request, and the owner approves it, archiving the previous Production version.
 
 # COMMAND ----------
 
 reviewer = "data.scientist@example.com"
-previous_user = os.environ.get("DELTAFLOW_USER")
-os.environ["DELTAFLOW_USER"] = reviewer
-try:
-    client.create_transition_request(MODEL, version, "Production", comment=f"r2 {lr_model.summary.r2:.3f}")
+on_databricks = bool(os.environ.get("DATABRICKS_RUNTIME_VERSION"))
+if on_databricks:  # the registry acts as the workspace user: DELTAFLOW_USER cannot play a reviewer
+    print("on Databricks the registry user is the workspace user; a colleague without "
+          "CAN_MANAGE_PRODUCTION_VERSIONS would be refused the approval")
+else:
+    previous_user = os.environ.get("DELTAFLOW_USER")
+    os.environ["DELTAFLOW_USER"] = reviewer
     try:
-        client.approve_transition_request(MODEL, version, "Production")
-        raise AssertionError("a reader must not be able to approve a Production transition")
-    except mlflow.errors.PermissionDenied as refused:
-        print("as expected:", refused)
-finally:  # act as the owner again
-    if previous_user is None:
-        os.environ.pop("DELTAFLOW_USER", None)
-    else:
-        os.environ["DELTAFLOW_USER"] = previous_user
+        client.create_transition_request(MODEL, version, "Production", comment=f"r2 {lr_model.summary.r2:.3f}")
+        try:
+            client.approve_transition_request(MODEL, version, "Production")
+            raise AssertionError("a reader must not be able to approve a Production transition")
+        except mlflow.errors.PermissionDenied as refused:
+            print("as expected:", refused)
+    finally:  # act as the owner again
+        if previous_user is None:
+            os.environ.pop("DELTAFLOW_USER", None)
+        else:
+            os.environ["DELTAFLOW_USER"] = previous_user
 
-promoted = client.approve_transition_request(MODEL, version, "Production", archive_existing_versions=True,
-                                             comment="approved in the quickstart")
+promote = client.transition_model_version_stage if on_databricks else client.approve_transition_request
+promoted = promote(MODEL, version, "Production", archive_existing_versions=True, comment="approved in the quickstart")
 client.set_registered_model_alias(MODEL, "champion", version)
 print(f"v{promoted.version} is now {promoted.current_stage} and @champion")
 

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import random
-import re
 import threading
 import time
 import uuid
