@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Iterable, Optional
 
-from deltaflow.entities import Dataset, DatasetInput, RunStatus
+from deltaflow.entities import Dataset, DatasetInput, Metric, Param, RunStatus, RunTag
 from deltaflow.errors import InvalidArgument
 
 __all__ = [
@@ -365,6 +365,7 @@ def validate_dataset_inputs(datasets: Any) -> list[DatasetInput]:
 
 _ENTITY_FIELDS = {"Metric": ("key", "value", "timestamp", "step"), "Param": ("key", "value"),
                   "RunTag": ("key", "value")}
+_ENTITY_CLASSES = {"Metric": Metric, "Param": Param, "RunTag": RunTag}
 
 
 def batch_items(items: Any, what: str, kind: str) -> list[Any]:
@@ -379,8 +380,10 @@ def batch_items(items: Any, what: str, kind: str) -> list[Any]:
         )
     else:
         out = list(items)
-    fields = _ENTITY_FIELDS[kind]
+    cls, fields = _ENTITY_CLASSES[kind], _ENTITY_FIELDS[kind]
     for i, item in enumerate(out):
+        if type(item) is cls:
+            continue
         if type(item).__name__ != kind or not all(hasattr(item, f) for f in fields):
             raise InvalidArgument(
                 f"{what}[{i}] {_excerpt(item)} ({type(item).__name__}) must be a {kind} "
