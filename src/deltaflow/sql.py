@@ -38,14 +38,14 @@ def register_views(tracking_uri: Optional[str] = None, prefix: str = "deltaflow"
     import re
 
     from deltaflow.errors import InvalidArgument
-    from deltaflow.store.schema import TABLES
+    from deltaflow.store.schema import LEASE_TABLE, TABLES
     from deltaflow.store.spark_search import runs_view_df
 
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", prefix):
         raise InvalidArgument(f"view prefix {prefix!r} must be a plain identifier (letters, digits, _)")
     engine = _spark_engine(tracking_uri)
     names = []
-    for table in TABLES:
+    for table in (t for t in TABLES if t != LEASE_TABLE):
         engine._df(table).createOrReplaceTempView(f"{prefix}_{table}")
         names.append(f"{prefix}_{table}")
     runs_view_df(engine).createOrReplaceTempView(f"{prefix}_runs")

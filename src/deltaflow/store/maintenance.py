@@ -1,6 +1,6 @@
 """Store maintenance: purging deleted runs (gc), marking dead runs, compaction/Z-order and VACUUM.
 
-Auto-compaction (a table property) keeps small files bounded during normal use; ``optimize`` is the
+Lease-guarded automatic compaction (compaction.py) keeps small files bounded during normal use; ``optimize`` is the
 deeper pass: Z-ORDER on the columns searches filter by, then VACUUM with a retention that never
 goes below Delta's safe default unless forced, so concurrent readers never lose files under them.
 """
@@ -16,7 +16,7 @@ from deltaflow.entities import LifecycleStage, RunStatus, heartbeat_timeout_s
 from deltaflow.errors import InvalidArgument
 from deltaflow.store.engine import Where
 from deltaflow.store.fold import fold_runs
-from deltaflow.store.schema import TABLES
+from deltaflow.store.schema import LEASE_TABLE, TABLES
 
 __all__ = ["GcReport", "gc", "mark_dead_runs", "optimize", "DEFAULT_VACUUM_HOURS"]
 
@@ -133,8 +133,8 @@ def mark_dead_runs(store: Any, timeout_s: Optional[float] = None, dry_run: bool 
 def optimize(store: Any, tables: Optional[Sequence[str]] = None, zorder: bool = True,
              vacuum_hours: Optional[float] = DEFAULT_VACUUM_HOURS, force: bool = False) -> list[dict[str, Any]]:
     """Compact (Z-ordered) every table, then VACUUM files older than ``vacuum_hours``."""
-    names = list(tables or TABLES)
-    unknown = [t for t in names if t not in TABLES]
+    names = list(tables or (t for t in TABLES if t != LEASE_TABLE))
+    unknown = [t for t in names if t not in TABLES or t == LEASE_TABLE]
     if unknown:
         raise InvalidArgument(f"unknown tables {unknown}; the store's tables are {', '.join(TABLES)}")
     if vacuum_hours is not None and vacuum_hours < DEFAULT_VACUUM_HOURS and not force:

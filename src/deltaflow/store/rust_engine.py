@@ -26,12 +26,14 @@ from deltaflow.config import StoreLocation, settings
 from deltaflow.errors import InvalidArgument, InvalidState, MissingDependency, StorageError
 from deltaflow.store import _arrow
 from deltaflow.store.engine import Engine, RunQuery, Where, retry_conflicts
-from deltaflow.store.schema import TABLE_PROPERTIES, TABLES, TableSpec
+from deltaflow.store.schema import TABLES, TableSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from deltalake import DeltaTable
 
-__all__ = ["RustEngine", "is_conflict", "supports", "arrow_mask", "split_where", "RUST_SCHEMES"]
+    from deltaflow.store.compaction import Compactor
+
+__all__ = ["RustEngine", "is_conflict", "supports", "arrow_mask", "split_where", "open_or_create_table", "RUST_SCHEMES"]
 
 _log = logging.getLogger(__name__)
 
@@ -165,7 +167,7 @@ class RustEngine(Engine):
         self._tables: dict[str, "DeltaTable"] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in TABLES}
         self._create_lock = threading.Lock()
-        self._appends: dict[str, int] = {}
+        self._compactor: Optional["Compactor"] = None
         self._committed_before_retry: dict[tuple[str, str], bool] = {}
         self._pid = os.getpid()
 
@@ -205,20 +207,7 @@ class RustEngine(Engine):
                     attempts=15, what=f"creating table {table_spec.name}")
 
     def _open_or_create(self, table_spec: TableSpec) -> "DeltaTable":
-        from deltalake import DeltaTable
-
-        uri = self._uri(table_spec.name)
-        if DeltaTable.is_deltatable(uri, storage_options=self.storage_options):
-            return DeltaTable(uri, storage_options=self.storage_options)
-        if self.location.is_local:
-            os.makedirs(uri, exist_ok=True)
-        # mode="ignore": a table another process created first is kept as it is; losing the race
-        # for version 0 raises, and the retry then opens the winner's table.
-        return DeltaTable.create(
-            uri, table_spec.schema, mode="ignore",
-            configuration={**TABLE_PROPERTIES, **table_spec.properties},
-            storage_options=self.storage_options, raise_if_key_not_exists=False,
-        )
+        return open_or_create_table(self.location, table_spec, self.storage_options)
 
     # -- writes -----------------------------------------------------------------------------
     def append(self, table: str, data: pa.Table, *, app_id: str, version: int) -> None:
@@ -260,21 +249,19 @@ class RustEngine(Engine):
         except Exception:  # noqa: BLE001 - unknown means "not proven committed"
             return False
 
+    @property
+    def compactor(self) -> "Compactor":
+        if self._compactor is None:
+            from deltaflow.store.compaction import Compactor
+
+            self._compactor = Compactor(self.location, self.storage_options)
+        return self._compactor
+
     def _maybe_compact(self, table: str) -> None:
         """delta-rs does not honour ``delta.autoOptimize.autoCompact``: compact like Spark would, once
-        ``compact_min_files`` files are live, checking every few of our own appends."""
-        min_files = max(2, settings.compact_min_files)
-        count = self._appends.get(table, 0) + 1
-        self._appends[table] = count
-        if count % max(1, min_files // 5):
-            return
-        try:
-            with self._locks[table]:
-                dt = self._table(table)
-                if len(dt.file_uris()) >= min_files:
-                    dt.optimize.compact()
-        except Exception as exc:  # noqa: BLE001 - compaction is an optimisation; never fail a write
-            _log.info("deltaflow: skipped compacting %s: %s", table, exc)
+        ``compact_min_files`` files are live, under the table's compaction lease (compaction.py)."""
+        self._check_process()
+        self.compactor.after_append(table)
 
     def insert_if_absent(self, table: str, data: pa.Table, key_columns: Sequence[str]) -> bool:
         schema = TABLES[table].schema
@@ -362,14 +349,9 @@ class RustEngine(Engine):
     # -- maintenance ------------------------------------------------------------------------
     def optimize(self, table: str, zorder_by: Sequence[str]) -> dict[str, Any]:
         before = self.file_count(table)
-
-        def run() -> None:
-            with self._locks[table]:
-                dt = self._table(table)
-                dt.optimize.z_order(list(zorder_by)) if zorder_by else dt.optimize.compact()
-
-        retry_conflicts(run, is_conflict=is_conflict, attempts=5, what=f"optimizing {table}")
-        return {"table": table, "files_before": before, "files_after": self.file_count(table)}
+        result = self.compactor.compact(table, zorder_by)
+        return {"table": table, "files_before": before, "files_after": self.file_count(table),
+                "rows_repaired": result.rows_repaired}
 
     def vacuum(self, table: str, retention_hours: float, force: bool = False) -> None:
         with self._locks[table]:
@@ -397,6 +379,27 @@ def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
 def _is_creation_race(exc: BaseException) -> bool:
     text = f"{type(exc).__name__}: {exc}"
     return is_conflict(exc) or "already exists" in text or "TableNotFound" in text or "No such file" in text
+
+
+def open_or_create_table(location: StoreLocation, table_spec: TableSpec,
+                         storage_options: Optional[dict[str, str]] = None) -> "DeltaTable":
+    """Open a table, creating it with the store's properties if it does not exist yet."""
+    from deltalake import DeltaTable
+
+    from deltaflow.store.compaction import table_properties
+
+    uri = location.table_path(table_spec.name)
+    if DeltaTable.is_deltatable(uri, storage_options=storage_options):
+        return DeltaTable(uri, storage_options=storage_options)
+    if location.is_local:
+        os.makedirs(uri, exist_ok=True)
+    # mode="ignore": a table another process created first is kept as it is; losing the race
+    # for version 0 raises, and the retry then opens the winner's table.
+    return DeltaTable.create(
+        uri, table_spec.schema, mode="ignore",
+        configuration={**table_properties(location), **table_spec.properties},
+        storage_options=storage_options, raise_if_key_not_exists=False,
+    )
 
 
 def supports(location: StoreLocation) -> bool:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-__all__ = ["TableSpec", "TABLES", "TRACKING_TABLES", "TABLE_PROPERTIES", "SCHEMA_VERSION", "SCHEMA_VERSION_PROPERTY", "spec"]
+__all__ = ["TableSpec", "TABLES", "TRACKING_TABLES", "TABLE_PROPERTIES", "SCHEMA_VERSION", "SCHEMA_VERSION_PROPERTY",
+           "AUTO_COMPACT_PROPERTY", "LEASE_TABLE", "DEAD_LETTER_TABLE", "spec"]
 
 SCHEMA_VERSION = 1
 SCHEMA_VERSION_PROPERTY = "deltaflow.schemaVersion"
@@ -20,12 +21,15 @@ SCHEMA_VERSION_PROPERTY = "deltaflow.schemaVersion"
 S, L, D = pa.string(), pa.int64(), pa.float64()
 
 # Properties every deltaflow table is created with, by either engine. Only features both delta-spark
-# and delta-rs read and write (protocol reader 1 / writer 2, no table features); Spark honours
-# auto-compaction, the rust engine compacts on its own schedule.
+# and delta-rs read and write (protocol reader 1 / writer 2, no table features). Spark's
+# auto-compaction is set per store by compaction.table_properties: off wherever delta-rs can write
+# (compaction there is lease-guarded, see compaction.py), on where only Spark reaches the tables.
 TABLE_PROPERTIES = {
     SCHEMA_VERSION_PROPERTY: str(SCHEMA_VERSION),
-    "delta.autoOptimize.autoCompact": "true",
 }
+AUTO_COMPACT_PROPERTY = "delta.autoOptimize.autoCompact"
+LEASE_TABLE = "maintenance_leases"
+DEAD_LETTER_TABLE = "dead_letters"
 
 
 @dataclass(frozen=True)
@@ -158,10 +162,35 @@ TABLES: dict[str, TableSpec] = {
                 ("event_time", L, False),
             ),
         ),
+        TableSpec(
+            # One row per table: who may compact it until when (compaction.py). Claimed by a
+            # conflict-checked MERGE that only updates an expired row; never compacted itself.
+            LEASE_TABLE,
+            _schema(
+                ("table_name", S, False),
+                ("holder", S, False),
+                ("token", S, False),
+                ("acquired_at", L, False),
+                ("expires_at", L, False),
+            ),
+        ),
+        TableSpec(
+            # Buffered rows a flush could not write (a value its table's types cannot hold), kept
+            # with the error instead of failing every other row of the flush. Created when needed.
+            DEAD_LETTER_TABLE,
+            _schema(
+                ("table_name", S, False),
+                ("row_json", S, False),
+                ("error", S, False),
+                ("writer_id", S, False),
+                ("event_time", L, False),
+            ),
+        ),
     )
 }
 
-TRACKING_TABLES = tuple(t for t in TABLES if t not in ("registry_events", "webhook_deliveries"))
+TRACKING_TABLES = tuple(t for t in TABLES if t not in ("registry_events", "webhook_deliveries", LEASE_TABLE,
+                                                       DEAD_LETTER_TABLE))
 
 
 def spec(name: str) -> TableSpec:

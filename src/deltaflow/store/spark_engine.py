@@ -24,7 +24,7 @@ from deltaflow.store.engine import (
     Where,
     retry_conflicts,
 )
-from deltaflow.store.schema import TABLE_PROPERTIES, TABLES, TableSpec
+from deltaflow.store.schema import TABLES, TableSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -85,6 +85,19 @@ class SparkEngine(Engine):
         self._lock = threading.Lock()
         self._stage_dir: Optional[str] = None
         self._committed_before_retry: dict[tuple[str, str], bool] = {}
+        self._compactor: Optional[Any] = None
+
+    @property
+    def compactor(self) -> Optional[Any]:
+        """The lease-guarded delta-rs compactor, for stores delta-rs also reaches (compaction.py);
+        None where only Spark reaches the tables and Delta's own auto-compaction is on."""
+        from deltaflow.store.rust_engine import supports
+
+        if self._compactor is None and supports(self.location):
+            from deltaflow.store.compaction import Compactor
+
+            self._compactor = Compactor(self.location)
+        return self._compactor
 
     # -- session and table references ------------------------------------------------------
     @property
@@ -152,7 +165,9 @@ class SparkEngine(Engine):
             builder = builder.tableName(self.location.table_name(table_spec.name))
         for field in table_spec.schema:
             builder = builder.addColumn(field.name, _DDL[field.type], nullable=field.nullable)
-        for key, value in {**TABLE_PROPERTIES, **table_spec.properties}.items():
+        from deltaflow.store.compaction import table_properties
+
+        for key, value in {**table_properties(self.location), **table_spec.properties}.items():
             builder = builder.property(key, value)
         builder.execute()
 
@@ -208,6 +223,8 @@ class SparkEngine(Engine):
             # The caller will retry this batch; check history first next time.
             self._committed_before_retry[(table, marker)] = True
             raise
+        if self.compactor is not None:
+            self.compactor.after_append(table)
 
     def _committed(self, table: str, marker: str) -> bool:
         try:
@@ -323,6 +340,11 @@ class SparkEngine(Engine):
     # -- maintenance ------------------------------------------------------------------------
     def optimize(self, table: str, zorder_by: Sequence[str]) -> dict[str, Any]:
         before = self.file_count(table)
+        if self.compactor is not None:
+            # delta-rs reaches this store too: compaction must take the lease (compaction.py).
+            result = self.compactor.compact(table, zorder_by)
+            return {"table": table, "files_before": before, "files_after": self.file_count(table),
+                    "rows_repaired": result.rows_repaired}
         builder = self._delta_table(table).optimize()
 
         def run() -> None:
