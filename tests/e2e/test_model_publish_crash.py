@@ -18,7 +18,6 @@ import deltaflow
 import deltaflow.pyfunc
 from deltaflow import DeltaflowClient
 from deltaflow.artifacts import get_artifact_repository
-from deltaflow.registry.copies import gc_model_files
 
 pytestmark = pytest.mark.e2e
 
@@ -61,6 +60,12 @@ def store(tmp_path, monkeypatch):
     deltaflow.set_tracking_uri(None)
 
 
+def gc_model_files(*args, **kwargs):
+    from deltaflow.registry.copies import gc_model_files as gc
+
+    return gc(*args, **kwargs)
+
+
 def _whole(folder: str) -> bool:
     """The folder holds a complete victim model: it loads and predicts its blob's size."""
     model = deltaflow.pyfunc.load_model(folder)
@@ -85,14 +90,12 @@ def test_log_model_killed_at_random_moments_leaves_whole_models_or_none(tmp_path
     assert len(set(roots)) == KILLS
     logged = 0
     for root in roots:
-        if not os.path.isdir(root):
-            continue  # killed before its first model
         for name in _visible_dirs(root):
             assert _whole(os.path.join(root, name)), f"torn model {name} in {root}: {os.listdir(os.path.join(root, name))}"
             logged += 1
         listed = {f.path for f in get_artifact_repository(root).list_artifacts()}
         assert not [p for p in listed if HIDDEN in p], listed
-    assert logged > 0, "no kill let a model through; the victim never got to log"
+    assert logged >= KILLS  # each victim logged m0 before the kill could land
     # What the kills left half-written is hidden, and gc removes it once past the grace period.
     client = DeltaflowClient(store)
     report = gc_model_files(client._store, grace_s=0)

@@ -1,7 +1,9 @@
 """A process that logs (or registers) models in a loop until it is SIGKILLed (test_model_publish_crash.py).
 
-argv: <store> log            -- start a run, print {"run_id": ...}, then log models m0, m1, ... forever
-      <store> register <dir> -- print READY, then register the saved model at <dir> as "victim" forever
+argv: <store> log            -- start a run, log m0, print {"run_id": ..., "artifact_uri": ...}, then log
+                                m1, m2, ... forever
+      <store> register <dir> -- register the saved model at <dir> as "victim", print READY, then keep
+                                registering it forever
 Each model carries a few MB of pickled bytes so copying it takes long enough for kills to land mid-copy.
 """
 
@@ -25,14 +27,15 @@ store, mode = sys.argv[1], sys.argv[2]
 deltaflow.set_tracking_uri(store)
 if mode == "log":
     run = deltaflow.start_run()
+    deltaflow.pyfunc.log_model(name="m0", python_model=Blob(8 << 20))  # warm: the kills land in steady state
     print(json.dumps({"run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri}), flush=True)
-    i = 0
+    i = 1
     while True:
-        deltaflow.pyfunc.log_model(name=f"m{i}", python_model=Blob(8 << 20), artifacts=None)
+        deltaflow.pyfunc.log_model(name=f"m{i}", python_model=Blob(8 << 20))
         i += 1
 elif mode == "register":
     client = deltaflow.DeltaflowClient(store)
-    client._registry.state()  # the engine and the log table are up before the first kill can land
+    client.register_model(sys.argv[3], "victim")  # warm: the kills land in steady state
     print("READY", flush=True)
     while True:
         client.register_model(sys.argv[3], "victim")
