@@ -251,13 +251,13 @@ def _load_python_model(model_dir: str, conf: dict[str, Any], model_config: Optio
     file = model_file(model_dir, conf["python_model"], f"{FLAVOR_NAME}.python_model")
     artifacts = {k: model_file(model_dir, v.get("path") if isinstance(v, dict) else v, f"{FLAVOR_NAME}.artifacts.{k}")
                  for k, v in (conf.get("artifacts") or {}).items()}
-    _add_code_path(model_dir, conf)
     opener = _OPENERS.get(conf.get("python_model_compression") or "")
     if opener is None:
         raise InvalidArgument(f"the model at {model_dir} has python_model_compression "
                               f"{conf['python_model_compression']!r}; supported: gzip, bzip2, lzma")
     if not own_pickle:
         require_pickle_allowed(file, "a custom Python model")
+    _add_code_path(model_dir, conf)  # only once loading is allowed: its modules shadow installed ones
     with opener(file, "rb") as fh:
         python_model = _cloudpickle().load(fh)
     context = PythonModelContext(artifacts, model_config if model_config is not None else conf.get("model_config"))

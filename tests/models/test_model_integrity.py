@@ -272,3 +272,18 @@ def test_a_link_out_of_the_model_folder_is_refused_after_a_download_too(tmp_path
     with pytest.raises(InvalidArgument, match="inside the model folder"):
         deltaflow.pyfunc.load_model(folder, dst_path=str(tmp_path / "dst"))
     assert not os.path.exists(marker)
+
+
+def test_a_refused_model_adds_nothing_to_sys_path(tmp_path, monkeypatch):
+    import sys
+
+    folder = _saved(tmp_path)
+    os.makedirs(os.path.join(folder, "code"))
+    meta = Model.load(folder)
+    meta.flavors["python_function"]["code"] = "code"
+    meta.save(os.path.join(folder, "MLmodel"))
+    monkeypatch.setenv("DELTAFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    before = list(sys.path)
+    with pytest.raises(PermissionDenied):
+        deltaflow.pyfunc.load_model(folder)
+    assert sys.path == before
