@@ -11,6 +11,7 @@ until the flusher catches up, so memory stays bounded.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from deltaflow.errors import StorageError
 from deltaflow.store.engine import Engine
 from deltaflow.store import _arrow
 from deltaflow.store.fold import metric_order
-from deltaflow.store.schema import TABLES
+from deltaflow.store.schema import DEAD_LETTER_TABLE, TABLES
 
 __all__ = ["WriteBuffer"]
 
@@ -63,22 +64,55 @@ class _Batch:
             self.columns[table] = cols
         return cols
 
-    def tables(self) -> dict[str, pa.Table]:
+    def tables(self) -> tuple[dict[str, pa.Table], list[tuple[str, dict[str, Any], str]]]:
+        """The batch as one Arrow table per event table, plus the rows no table can hold
+        ``(table, row, error)``: those are set apart so they never fail anyone else's rows."""
         out: dict[str, pa.Table] = {}
+        dead: list[tuple[str, dict[str, Any], str]] = []
         for table in _TABLE_ORDER:
             if table == "latest_metrics":
-                if self.latest:
-                    names = TABLES[table].schema.names
-                    data: dict[str, list] = {n: [] for n in names}
-                    for (run_id, key), (exp_id, value, step, ts) in self.latest.items():
-                        for n, v in zip(names, (run_id, exp_id, key, value, step, ts)):
-                            data[n].append(v)
-                    out[table] = _arrow.table(data, TABLES[table].schema)
-                continue
-            cols = self.columns.get(table)
+                if not self.latest:
+                    continue
+                names = TABLES[table].schema.names
+                cols: Optional[dict[str, list]] = {n: [] for n in names}
+                for (run_id, key), (exp_id, value, step, ts) in self.latest.items():
+                    for n, v in zip(names, (run_id, exp_id, key, value, step, ts)):
+                        cols[n].append(v)
+            else:
+                cols = self.columns.get(table)
             if cols and next(iter(cols.values())):
-                out[table] = _arrow.table(cols, TABLES[table].schema)
-        return out
+                data, bad = _to_arrow(table, cols)
+                dead.extend(bad)
+                if data.num_rows:
+                    out[table] = data
+        return out, dead
+
+
+def _to_arrow(table: str, cols: dict[str, list]) -> tuple[pa.Table, list[tuple[str, dict[str, Any], str]]]:
+    """Convert a table's buffered columns; on failure, find the rows that cannot be converted (or
+    lack a required value) one by one and return them apart with their error."""
+    schema = TABLES[table].schema
+    required = [f.name for f in schema if not f.nullable]
+    try:
+        if not any(None in cols[n] for n in required):
+            return _arrow.table(cols, schema), []
+    except Exception:  # noqa: BLE001 - isolate the bad rows below
+        pass
+    good: dict[str, list] = {n: [] for n in schema.names}
+    bad: list[tuple[str, dict[str, Any], str]] = []
+    for values in zip(*(cols[n] for n in schema.names)):
+        row = dict(zip(schema.names, values))
+        try:
+            missing = [n for n in required if row[n] is None]
+            if missing:
+                raise ValueError(f"no value for required column(s) {', '.join(missing)}")
+            _arrow.table({n: [row[n]] for n in schema.names}, schema)
+        except Exception as exc:  # noqa: BLE001 - the row, not the store, is at fault
+            bad.append((table, row, f"{type(exc).__name__}: {exc}"))
+            continue
+        for n, v in zip(schema.names, values):
+            good[n].append(v)
+    return _arrow.table(good, schema), bad
 
 
 class WriteBuffer:
@@ -110,9 +144,12 @@ class WriteBuffer:
         self._failures = 0  # consecutive failed commit attempts
         self.commits = 0
         self.commit_seconds = 0.0
+        self.dead_lettered = 0  # rows set apart in dead_letters by this writer
 
     # -- producers --------------------------------------------------------------------------
-    def _wait_for_room(self) -> None:
+    def _wait_for_room(self, incoming: int = 1) -> None:
+        """Block until ``incoming`` more rows fit under the cap (or the batch is empty: a single call
+        larger than the cap — bounded by MLflow's per-call limits — then goes alone)."""
         # Called with the lock held: backpressure instead of unbounded memory.
         if threading.current_thread() is self._thread:
             # The flusher itself adds a few rows (heartbeats) and is the only one who can make
@@ -120,7 +157,8 @@ class WriteBuffer:
             return
         self._flush_requested = True
         self._cond.notify_all()
-        while self._batch.rows >= self._max_rows and not self._stopping:
+        while (self._batch.rows + incoming > self._max_rows and self._batch.rows > 0
+               and not self._stopping):
             self._cond.wait(0.5)
 
     def _start(self) -> None:
@@ -159,8 +197,8 @@ class WriteBuffer:
         with self._cond:
             if self._thread is None:
                 self._start()
-            if self._batch.rows >= self._max_rows:
-                self._wait_for_room()
+            if self._batch.rows + len(rows) > self._max_rows and self._batch.rows > 0:
+                self._wait_for_room(len(rows))
             cols = self._batch.column_lists(table)
             for row in rows:
                 for name in names:
@@ -178,7 +216,7 @@ class WriteBuffer:
             if self._thread is None:
                 self._start()
             if self._batch.rows + len(metrics) > self._max_rows and self._batch.rows > 0:
-                self._wait_for_room()
+                self._wait_for_room(len(metrics))
             batch = self._batch
             cols = batch.columns.get("metrics") or batch.column_lists("metrics")
             n = len(metrics)
@@ -305,7 +343,27 @@ class WriteBuffer:
 
     def _commit(self, batch: _Batch) -> None:
         started = time.perf_counter()
-        for table, data in batch.tables().items():
+        tables, dead = batch.tables()
+        if dead:
+            self._dead_letter(dead, batch.number)
+        for table, data in tables.items():
             self._engine.append(table, data, app_id=self.writer_id, version=batch.number)
         self.commits += 1
         self.commit_seconds += time.perf_counter() - started
+
+    def _dead_letter(self, dead: list[tuple[str, dict[str, Any], str]], batch_no: int) -> None:
+        """Write rows no table could hold to ``dead_letters`` (with the batch's own commit marker, so
+        a retried batch does not write them twice) and say so loudly."""
+        now = int(time.time() * 1000)
+        rows = {"table_name": [t for t, _, _ in dead],
+                "row_json": [json.dumps(r, default=repr, sort_keys=True) for _, r, _ in dead],
+                "error": [e[:2000] for _, _, e in dead],
+                "writer_id": [self.writer_id] * len(dead), "event_time": [now] * len(dead)}
+        spec = TABLES[DEAD_LETTER_TABLE]
+        self._engine.ensure_tables([spec])
+        self._engine.append(DEAD_LETTER_TABLE, _arrow.table(rows, spec.schema), app_id=self.writer_id,
+                            version=batch_no)
+        self.dead_lettered += len(dead)
+        _log.error("deltaflow: %d row(s) could not be written and were set apart in the %s table "
+                   "(first: %s row %s: %s)", len(dead), DEAD_LETTER_TABLE, dead[0][0], rows["row_json"][0][:200],
+                   dead[0][2][:200])

@@ -27,6 +27,8 @@ _exit_hooks: list = []
 _hook_installed = False
 
 ENGINES = ("auto", "spark", "rust")
+# The exit status of a process whose exit-time flush failed (sysexits' EX_IOERR).
+EXIT_FLUSH_FAILED = 74
 
 
 def _importable(module: str) -> bool:
@@ -145,17 +147,33 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def close_all_stores(timeout: Optional[float] = None) -> None:
+def close_all_stores(timeout: Optional[float] = None) -> list[str]:
+    """End open runs and flush every store; returns one line per store that could not be flushed."""
     for fn in list(_exit_hooks):
         try:
             fn()
         except Exception:  # noqa: BLE001 - exit must go on
             _log.warning("deltaflow exit hook failed", exc_info=True)
+    failures = []
     for store in list(_stores.values()):
         try:
             store.close(timeout)
         except Exception as exc:  # noqa: BLE001
-            _log.error("deltaflow could not flush %s at exit: %s", store.location.uri, exc)
+            failures.append(f"deltaflow: could not commit what was logged to {store.location.uri} before "
+                            f"exit; those records are lost: {exc}")
+    return failures
+
+
+def _flush_at_exit() -> None:
+    """The interpreter-exit flush. A flush that fails makes the process exit non-zero: a scheduled
+    job must not report success for records that never reached the store."""
+    failures = close_all_stores()
+    if failures:
+        for line in failures:
+            _log.error("%s", line)
+            print(line, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(EXIT_FLUSH_FAILED)
 
 
 def _install_hook() -> None:
@@ -171,8 +189,8 @@ def _install_hook() -> None:
     register = getattr(threading, "_register_atexit", None)
     if register is not None:
         try:
-            register(close_all_stores)
+            register(_flush_at_exit)
             return
         except RuntimeError:  # interpreter already shutting down
             pass
-    atexit.register(close_all_stores)
+    atexit.register(_flush_at_exit)

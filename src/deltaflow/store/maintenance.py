@@ -122,6 +122,13 @@ def mark_dead_runs(store: Any, timeout_s: Optional[float] = None, dry_run: bool 
         if now - last > timeout_s * 1000 and run_id not in store._active:
             dead.append((run_id, state["experiment_id"], last))
     if not dry_run:
+        from deltaflow.store.rust_engine import supports
+
+        if supports(store.location):
+            # Dead writers may have died between a flush's two commits: heal over the whole history.
+            from deltaflow.store.recovery import heal_torn_flushes
+
+            heal_torn_flushes(store.location, window=None, grace_s=0.0)
         for run_id, experiment_id, last in dead:
             store.buffer.add_rows("runs", [{"run_id": run_id, "experiment_id": experiment_id,
                                             "status": RunStatus.KILLED, "end_time": last,

@@ -87,6 +87,7 @@ class TrackingStore(ExperimentsMixin):
         self._lock = threading.Lock()
         self._experiment_cache: dict[str, Any] = {}
         self._spark_engine: Optional[Engine] = None
+        self._healed_at: Optional[float] = None  # monotonic time of the last torn-flush check
         self.buffer = WriteBuffer(
             engine,
             self.writer_id,
@@ -117,6 +118,20 @@ class TrackingStore(ExperimentsMixin):
                 self._spark_engine = make_engine(self.location, "spark")
         self.flush()
         return self._spark_engine
+
+    def _heal_if_due(self) -> None:
+        """Before reading latest values: repair flushes torn by a crash (recovery.py), on the first
+        read and then at most once a minute (stores delta-rs reaches)."""
+        now = time.monotonic()
+        if self._healed_at is not None and now - self._healed_at < 60.0:
+            return
+        self._healed_at = now
+        from deltaflow.store.rust_engine import supports
+
+        if supports(self.location):
+            from deltaflow.store.recovery import heal_quietly
+
+            heal_quietly(self.location)
 
     def close(self, timeout: Optional[float] = None) -> None:
         self.buffer.close(timeout if timeout is not None else settings.exit_flush_timeout_s)
@@ -319,6 +334,7 @@ class TrackingStore(ExperimentsMixin):
         if not run_ids:
             return []
         self.flush()
+        self._heal_if_due()
         where = Where.of(run_id=list(run_ids))
         raw = self.engine.read_many({t: (where, None) for t in
                                      ("runs", "latest_metrics", "params", "tags", "inputs")})
@@ -389,6 +405,7 @@ class TrackingStore(ExperimentsMixin):
         offset = decode_page_token(page_token)
         query = self.run_query(experiment_ids, filter_string, run_view_type, order_by, offset, max_results + 1)
         self.flush()
+        self._heal_if_due()
         ids = self.engine.search_runs(query)
         token = encode_page_token(offset + max_results) if len(ids) > max_results else None
         return self.load_runs(ids[:max_results]), token

@@ -131,6 +131,9 @@ class DeltaflowClient(RegistryClientMixin):
         status = V.validate_status(RunStatus.FINISHED if status is None else status)
         end_time = V.validate_timestamp(end_time, "end_time") if end_time is not None else int(time.time() * 1000)
         self._store.update_run_info(run_id, status=status, end_time=end_time)
+        # Ending a run is acknowledged only once it is durable (MLflow's set_terminated/end_run are
+        # synchronous too): everything this process logged before it is committed, or this raises.
+        self._store.flush()
 
     def delete_run(self, run_id: str) -> None:
         self._store.set_run_lifecycle(run_id, LifecycleStage.DELETED)
