@@ -23,6 +23,9 @@ __all__ = ["save_model_dir", "log_model_dir", "LOG_MODEL_HISTORY_TAG"]
 LOG_MODEL_HISTORY_TAG = "mlflow.log-model.history"
 _TAG_LIMIT = 8000  # the tracking store's tag value limit
 _history_lock = threading.Lock()  # one read-modify-write of a run's history tag at a time
+# Set while log_model saves into its scratch folder: that copy is uploaded (and made durable) by
+# publish_dir, so fsyncing it first would only double the cost.
+_scratch = threading.local()
 
 
 def _local_dir(path: Any) -> str:
@@ -114,7 +117,13 @@ def save_model_dir(path: Any, *, flavor: Optional[str], flavor_conf: Optional[di
 
 
 def _publish(staging: str, target: str) -> None:
-    """Rename the finished staging folder to ``target``, which may be absent or an empty folder."""
+    """Make the finished staging folder durable and rename it to ``target`` (absent or an empty folder)."""
+    import contextlib
+
+    for directory, _dirs, files in ([] if getattr(_scratch, "active", False) else os.walk(staging)):
+        for name in files:
+            with contextlib.suppress(OSError), open(os.path.join(directory, name), "rb") as fh:
+                os.fsync(fh.fileno())  # some FUSE mounts cannot fsync; the rename is atomic regardless
     try:
         os.rename(staging, target)
     except OSError:
@@ -160,7 +169,11 @@ def log_model_dir(save: Callable[..., Model], *, name: Optional[str], artifact_p
     model = Model(artifact_path=rel, run_id=run_id)
     with tempfile.TemporaryDirectory(prefix="deltaflow-model-") as tmp:
         local = os.path.join(tmp, "model")
-        save(path=local, mlflow_model=model, **save_kwargs)
+        _scratch.active = True
+        try:
+            save(path=local, mlflow_model=model, **save_kwargs)
+        finally:
+            _scratch.active = False
         get_artifact_repository(run.info.artifact_uri).publish_dir(local, rel)  # whole or not at all
     with _history_lock:
         # The run's history as of start_run (or just read), or as this process last wrote it.
