@@ -307,3 +307,19 @@ def test_sealing_an_unsigned_registry(client, user, monkeypatch, tmp_path):
     monkeypatch.delenv("DELTAFLOW_REGISTRY_KEY")
     with pytest.raises(PermissionDenied, match="signed with registry key"):
         _fresh_state(client)
+
+
+def test_delivery_goes_to_the_checked_address_by_name(client, churn, user):
+    """A host name is resolved once, checked, and the connection made to that address (localhost
+    resolves to ::1 and 127.0.0.1; the receiver listens on the second only)."""
+    receiver = Receiver()
+    try:
+        url = receiver.url.replace("127.0.0.1", "localhost")
+        hook = client.create_registry_webhook(["COMMENT_CREATED"], url, secret="s3cret", model_name="churn")
+        client.create_comment("churn", 1, "by name")
+        assert client.wait_for_webhooks(30)
+    finally:
+        receiver.close()
+    ((headers, body),) = receiver.requests
+    assert headers["Host"] == url.split("/")[2] and W.verify_signature("s3cret", body, headers)
+    assert [d.status for d in client.list_webhook_deliveries(hook.webhook_id)] == ["DELIVERED"]

@@ -223,20 +223,33 @@ def _addresses(host: str, port: int, resolve: bool) -> list[Any]:
 def check_target(url: str, resolve: bool = False) -> str:
     """``url`` when deltaflow may post to it; InvalidArgument naming the address and the setting
     that would allow it otherwise. ``resolve`` looks host names up (done before every delivery)."""
-    from deltaflow.registry._rules import check_url
+    _vetted(url, resolve)
+    return url
 
+
+def _port(url: str) -> int:
     from urllib.parse import urlparse
 
-    check_url(url)
     parsed = urlparse(url)
     try:
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        return parsed.port or (443 if parsed.scheme == "https" else 80)
     except ValueError:
         raise InvalidArgument(f"webhook URL {url!r} has an invalid port; give 1-65535") from None
+
+
+def _vetted(url: str, resolve: bool) -> list[Any]:
+    """The addresses of ``url``'s host that the policy allows (all of them, or InvalidArgument)."""
+    from urllib.parse import urlparse
+
+    from deltaflow.registry._rules import check_url
+
+    check_url(url)
+    port = _port(url)
     allowed = _allowed()
+    addresses = _addresses(urlparse(url).hostname or "", port, resolve)
     if "any" in allowed:
-        return url
-    for address in _addresses(parsed.hostname or "", port, resolve):
+        return addresses
+    for address in addresses:
         category = _category(address)
         if category is None:
             continue
@@ -252,7 +265,52 @@ def check_target(url: str, resolve: bool = False) -> str:
         raise InvalidArgument(f"webhook URL {url!r} targets {address} ({category}), which deltaflow does not call: "
                               f"{why}. Public and private-network addresses are allowed; {ALLOW_ENV} takes "
                               f"{', '.join(_ALLOW_TOKENS)}, comma-separated, in the process that delivers")
-    return url
+    return addresses
+
+
+def _via_proxy(url: str) -> bool:
+    import urllib.request
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    return parsed.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parsed.hostname or "")
+
+
+def _post_pinned(url: str, body: bytes, headers: dict[str, str], timeout: float, addresses: list[Any]) -> tuple[int, str]:
+    """POST to the very addresses the policy checked (no second DNS lookup that could answer
+    differently), keeping the host name for the Host header, TLS SNI and certificate checks.
+    Returns (status, reason); network failures raise."""
+    import http.client
+    import ssl
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    port = _port(url)
+    target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+    failure: Optional[OSError] = None
+    for address in addresses or [None]:
+        if parsed.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                parsed.hostname, port, timeout=timeout, context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(parsed.hostname, port, timeout=timeout)
+        if address is not None:
+            ip = str(address)
+            conn._create_connection = (  # type: ignore[attr-defined]
+                lambda _where, *args, _ip=ip, **kwargs: socket.create_connection((_ip, port), *args, **kwargs))
+        try:
+            try:
+                conn.connect()
+            except OSError as exc:  # this address does not answer: try the host's next one
+                failure = exc
+                continue
+            conn.request("POST", target, body=body, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.reason
+        finally:
+            conn.close()
+    assert failure is not None
+    raise failure
 
 
 def _event_names(event: dict[str, Any]) -> list[str]:
@@ -349,10 +407,8 @@ class Dispatcher:
     """
 
     def __init__(self, record: Callable[[dict[str, Any]], None], opener: Optional[Callable[..., Any]] = None) -> None:
-        import urllib.request
-
         self._record = record
-        self._open = opener or urllib.request.urlopen
+        self._open = opener  # None: post to the checked addresses (urllib when a proxy is configured)
         self._queue: "queue.Queue[tuple[float, Delivery, int]]" = queue.Queue()
         self._pending = 0
         self._cond = threading.Condition()
@@ -407,18 +463,24 @@ class Dispatcher:
         http_status: Optional[int] = None
         error: Optional[str] = None
         final = False  # a refused target or an unrecoverable secret: retrying cannot help
+        timeout = _setting("DELTAFLOW_WEBHOOK_TIMEOUT_S", 5.0)
         try:
-            check_target(delivery.url, resolve=True)
+            addresses = _vetted(delivery.url, resolve=True)
             secret = delivery.signing_secret()
         except DeltaflowError as exc:
             error, final = f"{type(exc).__name__}: {exc}", True
         else:
             if secret:
                 headers[SIGNATURE_HEADER] = sign(secret, delivery.body, stamp, delivery.delivery_id, delivery.event)
-            request = urllib.request.Request(delivery.url, data=delivery.body, headers=headers, method="POST")
             try:
-                with self._open(request, timeout=_setting("DELTAFLOW_WEBHOOK_TIMEOUT_S", 5.0)) as response:
-                    http_status = response.status
+                if self._open is None and not _via_proxy(delivery.url):
+                    http_status, reason = _post_pinned(delivery.url, delivery.body, headers, timeout, addresses)
+                    if not 200 <= http_status < 300:
+                        error = f"HTTP {http_status} {reason}"
+                else:
+                    request = urllib.request.Request(delivery.url, data=delivery.body, headers=headers, method="POST")
+                    with (self._open or urllib.request.urlopen)(request, timeout=timeout) as response:
+                        http_status = response.status
             except urllib.error.HTTPError as exc:
                 http_status, error = exc.code, f"HTTP {exc.code} {exc.reason}"
             except Exception as exc:  # noqa: BLE001 - any network failure is a failed attempt
