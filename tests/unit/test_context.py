@@ -204,8 +204,9 @@ def test_source_type_job_wins_over_notebook(monkeypatch):
 def test_databricks_user_from_context_is_used(monkeypatch):
     _fake_databricks(monkeypatch, {"user": "alice@example.com"})
     assert ctx.resolve_user() == "alice@example.com"
+    # The platform's identity wins over an environment variable the caller can set.
     monkeypatch.setenv("DELTAFLOW_USER", "override")
-    assert ctx.resolve_user() == "override"
+    assert ctx.resolve_user() == "alice@example.com"
 
 
 def test_failing_provider_is_skipped(monkeypatch):

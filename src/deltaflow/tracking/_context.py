@@ -211,7 +211,16 @@ def _process_user() -> str:
 
 
 def resolve_user() -> str:
-    """DELTAFLOW_USER, else the Databricks user, else the OS user (the last two cached)."""
+    """The run's ``mlflow.user``: on Databricks the workspace user (an environment variable cannot
+    override the platform's identity), else DELTAFLOW_USER, else the OS user (platform and OS user
+    cached)."""
+    if is_databricks():
+        try:
+            user = databricks_context().get("user")
+        except Exception:  # noqa: BLE001 - the context is best effort; fall back below
+            user = None
+        if user:
+            return user
     return os.environ.get("DELTAFLOW_USER") or _process_user()
 
 
