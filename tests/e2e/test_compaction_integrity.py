@@ -138,3 +138,25 @@ def test_repair_keeps_legitimate_duplicates_and_rows_of_other_runs(tmp_path, mon
     table = DeltaTable(path).to_pyarrow_table()
     assert table.column("run_id").to_pylist().count(a) == 12  # 6 batches x the same point twice
     assert table.column("run_id").to_pylist().count(b) == 1
+
+
+def test_compaction_racing_a_spark_optimize_is_repaired(tmp_path, monkeypatch, spark):
+    """Spark's OPTIMIZE (or auto-compaction a session conf forces on) commits first; delta-rs
+    commits our compaction of the same files after it: the audit repairs the doubled rows. (The
+    other order is safe by itself: delta-spark refuses a double remove.)"""
+    from delta.tables import DeltaTable as SparkDeltaTable
+    from deltalake import DeltaTable
+
+    from deltaflow.config import resolve_location
+    from deltaflow.store.compaction import Compactor
+
+    monkeypatch.setenv("DELTAFLOW_COMPACT_MIN_FILES", "1000")
+    store = str(tmp_path / "store")
+    _, total = _small_files_table(store, files=8)
+    path = f"{store}/tables/metrics"
+    ours = DeltaTable(path)
+    SparkDeltaTable.forPath(spark, path).optimize().executeCompaction()
+    result = Compactor(resolve_location(store)).compact_holding_lease("metrics", ours, (), token="test")
+    assert result.rows_repaired == total
+    assert spark.read.format("delta").load(path).count() == total
+    assert DeltaTable(path).to_pyarrow_table().num_rows == total

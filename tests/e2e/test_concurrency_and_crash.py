@@ -19,8 +19,9 @@ WORKERS = Path(__file__).parent / "workers"
 
 def _env(**extra):
     env = dict(os.environ)
+    # Compaction due every 10 files: writers of both engines compact (under the lease) while others write.
     env.update({"DELTAFLOW_FLUSH_ROWS": "400", "DELTAFLOW_FLUSH_INTERVAL_S": "0.5",
-                "DELTAFLOW_DRIVER_MEMORY": "700m", **extra})
+                "DELTAFLOW_DRIVER_MEMORY": "700m", "DELTAFLOW_COMPACT_MIN_FILES": "10", **extra})
     return env
 
 

@@ -56,8 +56,9 @@ def heal_torn_flushes(location: StoreLocation, storage_options: Optional[dict[st
             flushed[marker] = int(entry["version"])
     if not flushed:
         return 0
-    # latest_metrics gets one commit per flush plus compactions: twice the window covers the pairs.
-    paired = {e.get("userMetadata") for e in latest.history(None if window is None else 2 * window)}
+    # latest_metrics gets one commit per flush, in the same order, plus the odd compaction or heal:
+    # a margin past the window covers the pairs.
+    paired = {e.get("userMetadata") for e in latest.history(None if window is None else window + 100)}
     torn = sorted((v, m) for m, v in flushed.items() if m not in paired)
     schema = TABLES["latest_metrics"].schema
     for version, marker in torn:
