@@ -12,8 +12,8 @@ import pytest
 # need durability, and a short interval keeps end_run-to-visible tests quick.
 os.environ.setdefault("DELTAFLOW_FLUSH_INTERVAL_S", "1.0")
 os.environ.setdefault("DELTAFLOW_SHUFFLE_PARTITIONS", "2")
-# One JVM serves the whole run (Spark ML, registry, both-engine store tests): its live heap grows to
-# ~1.5 GB by the store tests (not yet understood; see the session-3 note), so give it room.
+# One JVM serves the whole run (Spark ML, registry, both-engine store tests); its live heap after each
+# test folder is printed at the end of the run (see pytest_terminal_summary below).
 os.environ.setdefault("DELTAFLOW_DRIVER_MEMORY", "6g")
 # Managed (metastore) tables of the test session live in a throwaway warehouse, not the repo.
 os.environ.setdefault("DELTAFLOW_WAREHOUSE_DIR", tempfile.mkdtemp(prefix="deltaflow-warehouse-"))
@@ -62,3 +62,51 @@ def client(store_uri):
     from deltaflow import DeltaflowClient
 
     return DeltaflowClient(store_uri)
+
+
+# -- time and live JVM heap per test folder ------------------------------------------------------
+_folder_seconds: dict[str, float] = {}
+_folder_heap: dict[str, str] = {}
+
+
+def _folder(nodeid: str) -> str:
+    parts = nodeid.split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 else parts[0].split("::")[0]
+
+
+def _live_heap_mb() -> "str":
+    """The shared JVM's live heap after a full GC, if this run started it."""
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is None:
+        return "-"
+    runtime = session.sparkContext._jvm.java.lang.Runtime.getRuntime()
+    session.sparkContext._jvm.java.lang.System.gc()
+    return f"{(runtime.totalMemory() - runtime.freeMemory()) / 2**20:.0f} MB"
+
+
+def pytest_runtest_logreport(report):
+    folder = _folder(report.nodeid)
+    _folder_seconds[folder] = _folder_seconds.get(folder, 0.0) + report.duration
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    yield
+    folder = _folder(item.nodeid)
+    if nextitem is None or _folder(nextitem.nodeid) != folder:
+        try:
+            import sys
+
+            _folder_heap[folder] = _live_heap_mb() if "pyspark.sql" in sys.modules else "-"
+        except Exception as exc:  # noqa: BLE001 - a report line must never fail the run
+            _folder_heap[folder] = f"? ({type(exc).__name__})"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _folder_seconds:
+        return
+    terminalreporter.section("time and live JVM heap per test folder")
+    for folder, seconds in _folder_seconds.items():
+        terminalreporter.write_line(f"{folder:<28} {seconds / 60:6.1f} min   heap after: {_folder_heap.get(folder, '-')}")
