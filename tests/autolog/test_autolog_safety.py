@@ -319,3 +319,18 @@ def test_two_threads_one_estimator(autolog, client, spark, binary_df, tmp_path):
     datasets = [client.get_run(run_id).inputs.dataset_inputs[0].dataset for _, run_id in results.values()]
     assert datasets[0].digest == datasets[1].digest
     assert [json.loads(d.profile)["num_rows"] for d in datasets] == [40, 40]
+
+
+def test_reads_right_after_fit_see_the_background_logging(autolog, client, binary_df):
+    """fit() returns before its metrics and model are logged (a background thread does that), but
+    a read in the same process sees them at once, with no flush(): read your own writes."""
+    from pyspark.ml.classification import LogisticRegression
+
+    LogisticRegression(maxIter=3).fit(binary_df)
+    run = deltaflow.last_active_run()
+    assert run.info.status == "FINISHED"
+    assert run.data.params["maxIter"] == "3" and "training_accuracy" in run.data.metrics
+    found = deltaflow.search_runs(output_format="list")
+    assert [r.info.run_id for r in found] == [run.info.run_id]
+    assert "training_accuracy" in found[0].data.metrics
+    assert "model/MLmodel" in {f.path for f in client.list_artifacts(run.info.run_id, "model")}

@@ -320,7 +320,9 @@ class _Fit:
             # Params are immutable and a batch with one changed value is refused whole, so only
             # new keys are logged; a changed value is the user's situation, not our failure: a
             # warning even in test mode, and the fit's metrics and model are still logged.
-            existing = client.get_run(self.run_id).data.params
+            # The store's own read: the client's would wait for earlier fits' background work,
+            # and fit must stay fast.
+            existing = client._store.get_run(self.run_id).data.params
             changed = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
             params = {k: v for k, v in params.items() if k not in existing}
             if changed and not self.cfg.silent:

@@ -2,7 +2,8 @@
 
 Work is keyed by run: ending that run (``end_run`` / ``set_terminated`` through the fluent API),
 ``deltaflow.flush()`` and interpreter exit wait for it, so whatever was started is complete and
-durable by the time the run ends. One worker thread runs the work in order: it is Spark jobs and
+durable by the time the run ends. Reads wait for it too (:func:`settle_for_read`), so a process
+reads everything it logged, its background work included. One worker thread runs the work in order: it is Spark jobs and
 file I/O, and running several at once on a small driver would only slow the user's own work.
 """
 
@@ -13,13 +14,14 @@ import logging
 import threading
 from typing import Any, Callable, Optional
 
-__all__ = ["submit", "wait", "wait_all", "pending_runs"]
+__all__ = ["submit", "wait", "wait_all", "settle_for_read", "pending_runs"]
 
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
 _futures: dict[str, list[concurrent.futures.Future]] = {}
 _hook_installed = False
+_WORKER_PREFIX = "deltaflow-pending"
 
 
 def _exit_wait() -> None:
@@ -31,7 +33,7 @@ def submit(run_id: str, fn: Callable[[], Any]) -> concurrent.futures.Future:
     global _executor, _hook_installed
     with _lock:
         if _executor is None:
-            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltaflow-pending")
+            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=_WORKER_PREFIX)
         if not _hook_installed:
             from deltaflow.store.factory import register_exit_hook
 
@@ -69,6 +71,17 @@ def wait_all(timeout: Optional[float] = None, raise_errors: bool = True) -> None
     with _lock:
         futures = [f for fs in _futures.values() for f in fs]
     _drain(futures, timeout, raise_errors)
+
+
+def settle_for_read() -> None:
+    """Before a read through the client: wait for unfinished background work, so the read sees it.
+    The worker thread itself never waits (it would wait for itself)."""
+    if threading.current_thread().name.startswith(_WORKER_PREFIX):
+        return
+    with _lock:
+        futures = [f for fs in _futures.values() for f in fs if not f.done()]
+    if futures:
+        _drain(futures, None, raise_errors=False)
 
 
 def pending_runs() -> list[str]:

@@ -30,6 +30,7 @@ from deltaflow.entities import (
 )
 from deltaflow.errors import InvalidArgument, MissingDependency
 from deltaflow.registry.client import RegistryClientMixin
+from deltaflow.tracking import _pending
 from deltaflow.tracking import _validation as V
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -117,6 +118,7 @@ class DeltaflowClient(RegistryClientMixin):
         return self._store.create_run(experiment_id, user, start_time, list(checked.items()), run_name)
 
     def get_run(self, run_id: str) -> Run:
+        _pending.settle_for_read()  # a read sees this process's background logging too
         return self._store.get_run(run_id)
 
     def update_run(self, run_id: str, status: Optional[str] = None, name: Optional[str] = None) -> None:
@@ -186,11 +188,13 @@ class DeltaflowClient(RegistryClientMixin):
         self._store.log_inputs(run_id, V.validate_dataset_inputs(datasets))
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+        _pending.settle_for_read()  # a read sees this process's background logging too
         return self._store.get_metric_history(run_id, key)
 
     def search_runs(self, experiment_ids: Sequence[str], filter_string: str = "",
                     run_view_type: int = ViewType.ACTIVE_ONLY, max_results: int = 1000,
                     order_by: Optional[Sequence[str]] = None, page_token: Optional[str] = None) -> PagedList:
+        _pending.settle_for_read()  # a read sees this process's background logging too
         if isinstance(experiment_ids, (str, int)) and not isinstance(experiment_ids, bool):
             experiment_ids = [experiment_ids]  # as MlflowClient.search_runs
         elif not isinstance(experiment_ids, (list, tuple)):
@@ -261,9 +265,11 @@ class DeltaflowClient(RegistryClientMixin):
         self._artifacts(run_id).write_bytes(artifact_file, buf.getvalue())
 
     def list_artifacts(self, run_id: str, path: Optional[str] = None) -> list[FileInfo]:
+        _pending.settle_for_read()  # a read sees this process's background logging too
         return self._artifacts(run_id).list_artifacts(path)
 
     def download_artifacts(self, run_id: str, path: str = "", dst_path: Optional[str] = None) -> str:
+        _pending.settle_for_read()  # a read sees this process's background logging too
         if dst_path is not None:
             os.makedirs(dst_path, exist_ok=True)
         return self._artifacts(run_id).download_artifacts(path, dst_path)

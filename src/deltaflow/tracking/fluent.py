@@ -497,6 +497,9 @@ def search_runs(
         else:
             ids = [_experiment_for_new_run(None, client)]
     if output_format == "spark":
+        from deltaflow.tracking import _pending
+
+        _pending.settle_for_read()  # the DataFrame sees this process's background logging too
         return search_spark(client._store, ids, filter_string, run_view_type, order_by, max_results)
     runs: list[Run] = []
     token = None
