@@ -28,10 +28,9 @@ from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 
 import deltaflow as mlflow
 import deltaflow.spark
-from deltaflow._spark import get_spark
 from deltaflow.config import resolve_location
 
-spark = get_spark()  # the notebook's session on Databricks; a local one with Delta elsewhere
+spark = mlflow.spark_session()  # the notebook's session on Databricks; a local one with Delta elsewhere
 if os.environ.get("DATABRICKS_RUNTIME_VERSION") and not os.environ.get("DELTAFLOW_TRACKING_URI"):
     mlflow.set_tracking_uri("dbfs:/tmp/deltaflow-quickstart")
 location = resolve_location(mlflow.get_tracking_uri())

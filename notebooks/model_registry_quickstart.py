@@ -22,12 +22,11 @@ from pyspark.ml.regression import LinearRegression
 import deltaflow as mlflow
 import deltaflow.spark
 from deltaflow import MlflowClient
-from deltaflow._spark import get_spark
 from deltaflow.config import resolve_location
 from deltaflow.tracking._context import resolve_user
 from deltaflow.tracking.datasets import from_delta
 
-spark = get_spark()
+spark = mlflow.spark_session()
 if os.environ.get("DATABRICKS_RUNTIME_VERSION") and not os.environ.get("DELTAFLOW_TRACKING_URI"):
     mlflow.set_tracking_uri("dbfs:/tmp/deltaflow-quickstart")
 location = resolve_location(mlflow.get_tracking_uri())

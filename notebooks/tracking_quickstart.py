@@ -18,11 +18,10 @@ import random
 import tempfile
 
 import deltaflow as mlflow
-from deltaflow._spark import get_spark
 from deltaflow.config import resolve_location
 from deltaflow.tracking.datasets import from_delta
 
-spark = get_spark()  # the notebook's session on Databricks; a local one with Delta elsewhere
+spark = mlflow.spark_session()  # the notebook's session on Databricks; a local one with Delta elsewhere
 
 if os.environ.get("DATABRICKS_RUNTIME_VERSION") and not os.environ.get("DELTAFLOW_TRACKING_URI"):
     mlflow.set_tracking_uri("dbfs:/tmp/deltaflow-quickstart")

@@ -66,6 +66,14 @@ def autolog(**kwargs):  # noqa: ANN003, ANN201 - the signature is documented on 
     return _autolog(**kwargs)
 
 
+def spark_session():  # noqa: ANN201 - pyspark is imported only when this is called
+    """The SparkSession deltaflow uses: the one already running, or a local one with Delta configured
+    and tuned for one machine (see :func:`deltaflow._spark.spark_session`). pyspark is imported here."""
+    from deltaflow._spark import spark_session as _spark_session
+
+    return _spark_session()
+
+
 __all__ = [
     "__version__",
     "errors",
@@ -115,6 +123,7 @@ __all__ = [
     "set_tag",
     "set_tags",
     "set_tracking_uri",
+    "spark_session",
     "start_run",
 ]
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import urllib.request
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +21,9 @@ from deltaflow.errors import MissingDependency, StorageError
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
-__all__ = ["get_spark", "active_spark", "delta_jars", "fetch_delta_jars", "jars_dir", "DELTA_VERSION"]
+__all__ = ["get_spark", "spark_session", "active_spark", "is_connect", "delta_configured", "require_delta",
+           "no_delta_message",
+           "delta_jars", "fetch_delta_jars", "jars_dir", "DELTA_VERSION"]
 
 # The tested pair (see pyproject's `spark` extra). The JAR versions must match delta-spark's.
 DELTA_VERSION = "3.3.2"
@@ -30,6 +34,10 @@ _JARS = (
     ("io/delta", "delta-storage", DELTA_VERSION),
 )
 _lock = threading.Lock()
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+# Whether each live session has Delta configured, found once per session (sessions are weakly held).
+_delta_checked: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
 
 
 def jars_dir() -> Path:
@@ -90,6 +98,71 @@ def active_spark() -> "SparkSession | None":
     return session
 
 
+def is_connect(session: Any) -> bool:
+    """Whether ``session`` is a Spark Connect session (no JVM in this process, no ``sparkContext``)."""
+    return type(session).__module__.startswith("pyspark.sql.connect")
+
+
+def delta_configured(session: Any) -> bool:
+    """Whether a classic SparkSession can run Delta: its SQL extensions or catalog name Delta, and the
+    Delta classes load in its JVM. Reads two conf values and resolves one class (no Spark job);
+    the answer is kept per session."""
+    try:
+        return _delta_checked[session]
+    except (KeyError, TypeError):
+        pass
+    ready = False
+    if not is_connect(session):
+        try:
+            extensions = session.conf.get("spark.sql.extensions", "") or ""
+            catalog = session.conf.get("spark.sql.catalog.spark_catalog", "") or ""
+            declared = (DELTA_EXTENSION in extensions or catalog == DELTA_CATALOG
+                        or "DATABRICKS_RUNTIME_VERSION" in os.environ)  # the runtime builds Delta in
+            if declared:
+                from py4j.java_gateway import JavaClass
+
+                ready = isinstance(session.sparkContext._jvm.io.delta.tables.DeltaTable, JavaClass)
+        except Exception:  # noqa: BLE001 - a stopped or odd session: not usable for Delta
+            ready = False
+    try:
+        _delta_checked[session] = ready
+    except TypeError:  # not weakly referenceable: check again next time
+        pass
+    return ready
+
+
+def no_delta_message(feature: str) -> str:
+    return (f"{feature} needs a SparkSession with Delta Lake, but the running SparkSession has none "
+            f"configured (spark.sql.extensions does not name {DELTA_EXTENSION}, or the Delta JARs are "
+            "not on its classpath). Either build your session with Delta: "
+            "`from delta import configure_spark_with_delta_pip; "
+            "spark = configure_spark_with_delta_pip(SparkSession.builder"
+            f'.config("spark.sql.extensions", "{DELTA_EXTENSION}")'
+            f'.config("spark.sql.catalog.spark_catalog", "{DELTA_CATALOG}")).getOrCreate()`; '
+            "or let deltaflow build it: call `deltaflow.spark_session()` before any other code creates "
+            "a SparkSession.")
+
+
+def require_delta(session: Any, feature: str) -> Any:
+    """``session`` when it can run Delta; otherwise one clear error naming both fixes."""
+    if is_connect(session):
+        return session
+    if not delta_configured(session):
+        raise MissingDependency(no_delta_message(feature))
+    return session
+
+
+def spark_session() -> "SparkSession":
+    """The SparkSession deltaflow uses: the one already running in this process, or else a local
+    session with Delta configured and tuned for one machine (small shuffles, no UI, no console
+    progress bar, Arrow on, UTC, Python workers on this interpreter).
+
+    Call it first in a notebook or script to get a session that deltaflow's Spark features
+    (``output_format="spark"``, ``deltaflow.sql``, Spark ML autologging) can use.
+    """
+    return get_spark()
+
+
 def get_spark() -> "SparkSession":
     """The active session, or a new local one with Delta when none exists."""
     session = active_spark()
@@ -114,12 +187,16 @@ def _build_local_session() -> "SparkSession":
             )
         jars = fetch_delta_jars()
     master = os.environ.get("DELTAFLOW_SPARK_MASTER", "local[2]")
+    # Python workers run the driver's interpreter (with its numpy, pandas, ...) unless told otherwise:
+    # the `python3` on PATH may be another one (e.g. OneVsRestModel.transform's UDF then fails).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(master)
         .appName("deltaflow")
         .config("spark.jars", ",".join(str(p) for p in jars))
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.extensions", DELTA_EXTENSION)
+        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
         .config("spark.sql.shuffle.partitions", os.environ.get("DELTAFLOW_SHUFFLE_PARTITIONS", "4"))
         .config("spark.default.parallelism", "2")
         .config("spark.ui.enabled", "false")

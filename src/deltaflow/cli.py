@@ -177,10 +177,10 @@ def _delta_check() -> str:
     import shutil
     import tempfile
 
-    from deltaflow._spark import get_spark
+    from deltaflow._spark import get_spark, require_delta
 
     started = time.monotonic()
-    spark = get_spark()
+    spark = require_delta(get_spark(), "the spark check")
     folder = tempfile.mkdtemp(prefix="deltaflow-doctor-")
     try:
         path = os.path.join(folder, "t")
@@ -191,6 +191,25 @@ def _delta_check() -> str:
     if count != 3:
         raise RuntimeError(f"wrote 3 rows but read back {count}")
     return f"ok (Spark {spark.version}: wrote and read a Delta table in {time.monotonic() - started:.1f} s)"
+
+
+def _check_running_session(show: Any, problems: list[str]) -> None:
+    """The SparkSession already running in this process (doctor called from a notebook or a script),
+    which deltaflow uses instead of building its own: Delta must be configured in it."""
+    from deltaflow._spark import delta_configured, is_connect, no_delta_message
+    from deltaflow.store.factory import running_spark_session
+
+    session = running_spark_session()
+    if session is None:
+        show("spark session", "none running (deltaflow builds a local one with Delta when needed)")
+    elif is_connect(session):
+        show("spark session", "Spark Connect (path stores use the rust engine)")
+    elif delta_configured(session):
+        show("spark session", f"running, Spark {session.version}, Delta configured")
+    else:
+        show("spark session", f"running, Spark {session.version}, NO Delta configured")
+        problems.append(no_delta_message("deltaflow's spark engine (output_format='spark', deltaflow.sql, "
+                                         "metastore and Hadoop-only stores)"))
 
 
 @cli.command()
@@ -240,6 +259,7 @@ def doctor(ctx: click.Context, fetch_jars: bool, no_spark_check: bool) -> None:
     if needs_spark and not spark_installed:
         problems.append(f"store {location.uri} needs the spark engine: pip install 'deltaflow[spark]'")
     if spark_installed:
+        _check_running_session(show, problems)
         if java is None:
             problems.append("Java 17 not found: install it or set JAVA_HOME (needed by the spark engine)")
         if fetch_jars:

@@ -230,14 +230,14 @@ def test_forked_child_gets_a_clear_error_not_a_deadlock(tmp_path):
     assert "PARENT ['after', 'before']" in out.stdout
 
 
-def test_auto_uses_the_running_spark_session_and_sticks(tmp_path, spark, monkeypatch):
+def test_auto_keeps_local_stores_on_delta_rs_beside_a_running_session_and_sticks(tmp_path, spark, monkeypatch):
     from deltaflow.store.factory import get_store
 
     monkeypatch.setenv("DELTAFLOW_ENGINE", "auto")
     store = get_store(str(tmp_path / "store"))
-    assert store.engine.name == "spark"  # a SparkSession is running in this process
+    assert store.engine.name == "rust"  # a SparkSession with Delta runs here; a local folder stays on delta-rs
     assert get_store(str(tmp_path / "store")) is store
-    assert get_store(str(tmp_path / "store"), engine="rust") is not store  # explicit choice: its own store
+    assert get_store(str(tmp_path / "store"), engine="spark") is not store  # explicit choice: its own store
 
 
 def test_like_backslashes_match_the_documented_rule_on_both_engines(tmp_path, spark):

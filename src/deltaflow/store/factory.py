@@ -14,7 +14,8 @@ from deltaflow.errors import InvalidArgument, MissingDependency
 from deltaflow.store.engine import Engine
 from deltaflow.store.tracking_store import TrackingStore
 
-__all__ = ["get_store", "make_engine", "choose_engine", "spark_session_active", "close_all_stores", "register_exit_hook"]
+__all__ = ["get_store", "make_engine", "choose_engine", "spark_session_active",
+           "running_spark_session", "close_all_stores", "register_exit_hook"]
 
 _log = logging.getLogger(__name__)
 _stores: dict[tuple[str, str, str], TrackingStore] = {}  # (uri, artifact root, engine)
@@ -37,17 +38,49 @@ def _importable(module: str) -> bool:
     return module in sys.modules or importlib.util.find_spec(module) is not None
 
 
-def spark_session_active() -> bool:
-    """Whether this process already has a live SparkSession, without importing pyspark."""
+def running_spark_session() -> Optional[object]:
+    """This process's live SparkSession (classic or Spark Connect), without importing pyspark."""
     session_module = sys.modules.get("pyspark.sql.session")
     if session_module is None:
-        return False
+        return None
     spark_session = session_module.SparkSession
     try:
-        session = spark_session.getActiveSession() or getattr(spark_session, "_instantiatedSession", None)
-    except Exception:  # noqa: BLE001 - e.g. no JVM yet: not active
+        return spark_session.getActiveSession() or getattr(spark_session, "_instantiatedSession", None)
+    except Exception:  # noqa: BLE001 - e.g. no JVM yet: none running
+        return None
+
+
+def spark_session_active() -> bool:
+    """Whether this process already has a live classic SparkSession (one with a JVM in this
+    process), without importing pyspark."""
+    session = running_spark_session()
+    if session is None:
         return False
-    return session is not None and getattr(session.sparkContext, "_jsc", None) is not None
+    try:
+        return getattr(session.sparkContext, "_jsc", None) is not None
+    except Exception:  # noqa: BLE001 - Spark Connect has no sparkContext
+        return False
+
+
+_told_rust_serves: set[str] = set()
+
+
+def _rust_in_session(location: StoreLocation) -> bool:
+    """With a classic SparkSession running, whether ``auto`` still gives a path store to delta-rs.
+
+    Local folders: always (a commit costs ~10 ms instead of Spark jobs in the user's session, which
+    took ~60 s before the first call returned there, with progress bars). Object stores: when the
+    session has no Delta configured; otherwise Spark, whose Hadoop conf holds the credentials.
+    """
+    from deltaflow._spark import delta_configured
+
+    if delta_configured(running_spark_session()):
+        return location.is_local
+    if location.uri not in _told_rust_serves:
+        _told_rust_serves.add(location.uri)
+        _log.info("deltaflow: the running SparkSession has no Delta Lake configured; the rust engine "
+                  "(delta-rs) serves store %s", location.uri)
+    return True
 
 
 def choose_engine(location: StoreLocation, requested: Optional[str] = None) -> str:
@@ -67,13 +100,14 @@ def choose_engine(location: StoreLocation, requested: Optional[str] = None) -> s
         return "rust"
     if choice == "spark":
         return "spark"
-    # auto: Spark wherever it already lives (or must be used); otherwise no JVM at all.
+    # auto: Spark where only Spark reaches the store and on Databricks; delta-rs for path stores it
+    # reaches, also next to a running SparkSession (see _rust_in_session).
     on_databricks = "DATABRICKS_RUNTIME_VERSION" in os.environ and _importable("pyspark")
-    if location.kind != "path" or not supports(location) or spark_session_active() or on_databricks:
+    if location.kind != "path" or not supports(location) or on_databricks or not _importable("deltalake"):
         return "spark"
-    if _importable("deltalake"):
-        return "rust"
-    return "spark"
+    if spark_session_active() and not _rust_in_session(location):
+        return "spark"
+    return "rust"
 
 
 def make_engine(location: StoreLocation, engine: Optional[str] = None) -> Engine:

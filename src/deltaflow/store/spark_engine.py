@@ -103,9 +103,10 @@ class SparkEngine(Engine):
     @property
     def spark(self) -> "SparkSession":
         if self._spark is None:
-            from deltaflow._spark import get_spark
+            from deltaflow._spark import get_spark, require_delta
 
-            self._spark = get_spark()
+            # A user's session without Delta fails here with one clear error, not deep in delta.tables.
+            self._spark = require_delta(get_spark(), f"store {self.location.uri!r} on the spark engine")
         return self._spark
 
     def _is_path(self) -> bool:
