@@ -2,7 +2,10 @@
 
 Everything heavy (pyspark, pyarrow, the store) is imported inside the commands, so ``deltaflow
 --help`` stays instant. A :class:`~deltaflow.errors.DeltaflowError` becomes ``error: <message>`` on
-stderr and exit status 2; ``doctor`` exits 1 when it finds problems.
+stderr and exit status 2, and so does an ``OSError`` (a storage or file error), in plain text: a user
+error never prints a traceback. Commands that only read refuse a location that holds no store
+rather than create one; only writes (``experiments create``) create a store. ``doctor`` exits 1
+when it finds problems.
 """
 
 from __future__ import annotations
@@ -75,10 +78,38 @@ def _split_ids(text: Optional[str]) -> Optional[list[str]]:
     return ids
 
 
-def _store(ctx: click.Context) -> "TrackingStore":
-    from deltaflow.store.factory import get_store
+def _store(ctx: click.Context, *, must_exist: bool = True) -> "TrackingStore":
+    """The store of ``--tracking-uri``; unless ``must_exist`` is False (commands that create a
+    store), a location that holds no store is an error rather than an empty new store."""
+    from deltaflow.config import resolve_location
+    from deltaflow.errors import NotFound
+    from deltaflow.store.factory import get_store, store_exists
 
-    return get_store(ctx.obj.get("tracking_uri"))
+    uri = ctx.obj.get("tracking_uri")
+    if must_exist:
+        location = resolve_location(uri)
+        if not store_exists(location):
+            raise NotFound(f"no deltaflow store at {location.uri!r}: it holds no deltaflow tables (check the "
+                           "path or --tracking-uri / DELTAFLOW_TRACKING_URI). A store is created by its first "
+                           "write: `deltaflow experiments create NAME`, or a script that logs a run to it")
+    return get_store(uri)
+
+
+def _check_experiments_exist(store: "TrackingStore", experiment_ids: Sequence[str]) -> None:
+    """Every id names an experiment of the store (NotFound naming the first one that does not)."""
+    for experiment_id in experiment_ids:
+        store.get_experiment(experiment_id)
+
+
+def _check_runs_exist(store: "TrackingStore", run_ids: Sequence[str]) -> None:
+    from deltaflow.errors import NotFound
+
+    known = {row["run_id"] for row in store._run_state_rows(list(run_ids))}
+    unknown = [run_id for run_id in run_ids if run_id not in known]
+    if len(unknown) == 1:
+        raise NotFound(f"run {unknown[0]!r} does not exist in store {store.location.uri!r}")
+    if unknown:
+        raise NotFound(f"runs {', '.join(map(repr, unknown))} do not exist in store {store.location.uri!r}")
 
 
 def _echo_json(value: Any) -> None:
@@ -91,14 +122,26 @@ def _run_dict(run: "Run") -> dict[str, Any]:
 
 
 class _Group(click.Group):
-    """Turns deltaflow's own errors into one ``error:`` line and exit status 2, without a traceback."""
+    """Turns deltaflow's own errors, and storage and file errors, into one plain ``error:`` line and
+    exit status 2, without a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except DeltaflowError as exc:
-            click.echo(f"error: {exc.message}", err=True)
+            click.echo(f"error: {_one_line(exc.message)}", err=True)
             ctx.exit(2)
+        except OSError as exc:
+            from deltaflow.store.factory import plain_text
+
+            click.echo(f"error: {type(exc).__name__}: {plain_text(exc)}", err=True)
+            ctx.exit(2)
+
+
+def _one_line(text: str) -> str:
+    from deltaflow.store.factory import plain_text
+
+    return plain_text(Exception(text))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,6 +152,8 @@ class _Group(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, tracking_uri: Optional[str]) -> None:
     """deltaflow: MLflow-compatible tracking stored in Delta tables."""
+    # delta-rs logs its storage retries as WARN lines on stderr; the command reports the error itself.
+    os.environ.setdefault("RUST_LOG", "error")
     ctx.ensure_object(dict)
     ctx.obj["tracking_uri"] = tracking_uri
 
@@ -346,7 +391,7 @@ def experiments_list(ctx: click.Context, view: str, max_results: Optional[int], 
 @click.pass_context
 def experiments_create(ctx: click.Context, name: str, artifact_location: Optional[str]) -> None:
     """Create an experiment and print its id."""
-    experiment_id = _store(ctx).create_experiment(name, artifact_location)
+    experiment_id = _store(ctx, must_exist=False).create_experiment(name, artifact_location)
     click.echo(f"Created experiment {name!r} with id {experiment_id}")
 
 
@@ -398,10 +443,11 @@ def runs_list(ctx: click.Context, experiment_ids: tuple[str, ...], experiment_na
     parse_run_order_by(list(order_by) or None)
     store = _store(ctx)
     ids = list(experiment_ids)
+    _check_experiments_exist(store, ids)
     for name in experiment_names:
         experiment = store.get_experiment_by_name(name)
         if experiment is None:
-            raise NotFound(f"no experiment named {name!r}")
+            raise NotFound(f"experiment named {name!r} does not exist in store {store.location.uri!r}")
         ids.append(experiment.experiment_id)
     found, _ = store.search_runs(ids, filter_string, VIEWS[view], max_results, list(order_by) or None)
     if output == "json":
@@ -459,6 +505,10 @@ def gc(ctx: click.Context, older_than: Optional[str], run_ids: Optional[str], ex
     cutoff = parse_older_than(older_than) if older_than else None
     run_list, exp_list = _split_ids(run_ids), _split_ids(experiment_ids)
     store = _store(ctx)
+    if run_list:
+        _check_runs_exist(store, run_list)
+    if exp_list:
+        _check_experiments_exist(store, exp_list)
     verb = "would " if dry_run else ""
     if mark_dead:
         dead = maintenance.mark_dead_runs(store, dry_run=dry_run)

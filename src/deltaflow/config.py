@@ -14,6 +14,9 @@ Tracking URI forms
 * a metastore schema: ``metastore:catalog.schema`` (Unity Catalog) or ``metastore:database`` (Hive)
   -> managed tables ``<schema>.<table>``, artifacts under ``artifact_root`` (argument or
   ``DELTAFLOW_ARTIFACT_ROOT``; on Unity Catalog the default is a Volume beside the schema).
+
+Any other form (``databricks``, ``http://`` tracking servers, ``sqlite:///`` and other database
+URIs, unknown schemes) is refused by :func:`resolve_location` with one error listing these forms.
 """
 
 from __future__ import annotations
@@ -101,11 +104,56 @@ def _normalise_folder(uri: str) -> str:
     return os.path.abspath(os.path.expanduser(uri))
 
 
+# Filesystems a folder store may live on: what delta-rs reaches (s3, gs, az, abfss ...) and the
+# Hadoop filesystems the spark engine reaches (dbfs, hdfs, wasbs ...). Any other scheme is refused.
+FOLDER_SCHEMES = frozenset({
+    "file", "dbfs", "s3", "s3a", "s3n", "gs", "gcs", "az", "azure", "abfs", "abfss", "adl", "wasb", "wasbs",
+    "hdfs", "viewfs", "webhdfs", "swebhdfs", "oss", "cosn", "memory",
+})
+SUPPORTED_FORMS = (
+    "a folder (./store, /abs/path, file:///abs/path, ~/store), a UC Volume folder "
+    "(/Volumes/<catalog>/<schema>/<volume>/store), a folder on DBFS (dbfs:/ml/store), an object store or "
+    "Hadoop folder (s3://, s3a://, gs://, az://, abfss://, wasbs://, hdfs:// ...), or a metastore schema "
+    "(metastore:<catalog>.<schema> for Unity Catalog, metastore:<database> for Hive)"
+)
+_DATABRICKS_RE = re.compile(r"^(?:databricks(?:-uc)?|uc)(?::|$)", re.IGNORECASE)
+_SERVER_SCHEMES = frozenset({"http", "https"})
+_DATABASE_SCHEMES = frozenset({"sqlite", "postgresql", "postgres", "mysql", "mssql", "oracle"})
+
+
+def _check_form(raw: str) -> None:
+    """Refuse a tracking URI deltaflow cannot store to, before anything touches an engine."""
+    if _DATABRICKS_RE.match(raw):
+        raise InvalidArgument(
+            f"tracking URI {raw!r} names MLflow's Databricks tracking server; deltaflow is not a client of "
+            "an MLflow tracking server, it stores runs in Delta tables you choose. On Databricks use a Unity "
+            "Catalog schema (metastore:<catalog>.<schema>), a folder on a Volume "
+            "(/Volumes/<catalog>/<schema>/<volume>/store) or on DBFS (dbfs:/ml/store); for a local folder "
+            f"named {raw!r} write ./{raw}. Supported forms: {SUPPORTED_FORMS}")
+    match = _HADOOP_SCHEME_RE.match(raw)
+    if match is None or re.match(r"^[A-Za-z]:[\\/]", raw):  # a plain or Windows path
+        return
+    scheme = match.group(0)[:-1].lower()
+    if scheme in FOLDER_SCHEMES:
+        return
+    base = scheme.split("+", 1)[0]
+    if base in _SERVER_SCHEMES:
+        what = "an MLflow tracking server address; deltaflow does not talk to a tracking server, it stores runs in Delta tables"
+    elif base in _DATABASE_SCHEMES:
+        what = "an MLflow database store; deltaflow stores runs in Delta tables, not in a SQL database"
+    else:
+        what = f"a URI with the scheme {scheme + ':'!r}, which is not a filesystem deltaflow stores to"
+    raise InvalidArgument(f"tracking URI {raw!r} is {what}. Supported forms: {SUPPORTED_FORMS}")
+
+
 def resolve_location(uri: Optional[str] = None, artifact_root: Optional[str] = None) -> StoreLocation:
-    """Turn a tracking URI (or the configured one) into a :class:`StoreLocation`."""
+    """Turn a tracking URI (or the configured one) into a :class:`StoreLocation`.
+
+    Raises :class:`InvalidArgument` for a form deltaflow cannot store to (an MLflow server or
+    database URI, ``databricks``), naming the supported forms."""
     raw = uri or get_tracking_uri()
     if not isinstance(raw, str) or not raw.strip():
-        raise InvalidArgument(f"tracking URI {raw!r} is empty; give a folder or metastore:<schema>")
+        raise InvalidArgument(f"tracking URI {raw!r} is empty; use one of the supported forms: {SUPPORTED_FORMS}")
     raw = raw.strip()
     art = artifact_root or _explicit_artifact_root or os.environ.get(ARTIFACT_ROOT_ENV)
     if raw.startswith(METASTORE_SCHEME):
@@ -125,6 +173,7 @@ def resolve_location(uri: Optional[str] = None, artifact_root: Optional[str] = N
                 art = os.path.join(os.path.abspath(warehouse), f"{parts[0]}.db", "_deltaflow_artifacts")
         return StoreLocation(uri=raw, kind="metastore", root=None, schema=schema,
                              artifact_root=_normalise_folder(art))
+    _check_form(raw)
     root = _normalise_folder(raw)
     return StoreLocation(uri=root, kind="path", root=root, schema=None,
                          artifact_root=_normalise_folder(art) if art else _join(root, "artifacts"))

@@ -2,6 +2,10 @@
 
 Experiments are few and read often, so they are written synchronously (a create is a conflict-checked
 MERGE that makes names unique across concurrent writers) and searched in Python over the folded state.
+
+Reads never write: the Default experiment (id ``0``, as in MLflow) is created by the first write that
+needs an experiment — creating another experiment, or a run in experiment ``0`` — never by a search
+or a lookup, so a store the reader cannot write is still listed and searched.
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ class ExperimentsMixin:
                           tags: Optional[dict[str, Any]] = None, *, experiment_id: Optional[str] = None) -> str:
         name = V.validate_experiment_name(name)
         checked_tags = [V.validate_tag(k, v) for k, v in (tags or {}).items()]
+        if experiment_id is None:
+            # A store gets MLflow's Default experiment with its first experiment (as MLflow's stores
+            # create it when they are created); the Default itself is created with its fixed id.
+            self.default_experiment_id()
         experiment_id = experiment_id or _new_experiment_id()
         location = artifact_location or f"{self.location.artifact_root.rstrip('/')}/{experiment_id}"
         event = self._event()
@@ -132,9 +140,6 @@ class ExperimentsMixin:
 
     def _load_experiment(self, experiment_id: str) -> Experiment:
         rows = self._experiment_rows(Where.of(experiment_id=experiment_id))
-        if not rows and experiment_id == DEFAULT_EXPERIMENT_ID:
-            self.default_experiment_id()
-            rows = self._experiment_rows(Where.of(experiment_id=experiment_id))
         if not rows:
             raise NotFound(f"experiment {experiment_id!r} does not exist in store {self.location.uri!r}")
         return self._experiments_with_tags(rows)[0]
@@ -142,13 +147,11 @@ class ExperimentsMixin:
     def get_experiment_by_name(self, name: str) -> Optional[Experiment]:
         name = V.validate_experiment_name(name)
         rows = [r for r in self._experiment_rows(Where.of(name=name)) if r["name"] == name]
-        if not rows and name == DEFAULT_EXPERIMENT_NAME:
-            self.default_experiment_id()
-            rows = [r for r in self._experiment_rows(Where.of(name=name)) if r["name"] == name]
         return self._experiments_with_tags(rows)[0] if rows else None
 
     def default_experiment_id(self) -> str:
-        """The id of the 'Default' experiment, creating it as id '0' the first time (as MLflow does).
+        """The id of the 'Default' experiment, creating it as id '0' the first time (as MLflow does);
+        a write path: reads never call it.
 
         Cached like experiments (every run started without an experiment asks; on the spark engine the
         read costs ~0.4 s, which an autologged fit would otherwise pay each time)."""
@@ -225,7 +228,6 @@ class ExperimentsMixin:
         clauses = parse_experiment_filter(filter_string)
         orders = parse_experiment_order_by(list(order_by) if order_by else None)
         offset = decode_page_token(page_token)
-        self.default_experiment_id()
         experiments = [e for e in self._experiments_with_tags(self._experiment_rows(Where()))
                        if e.lifecycle_stage in stages and all(_matches(c, e) for c in clauses)]
         # Default MLflow order: last_update_time DESC, then experiment_id; explicit keys go first.

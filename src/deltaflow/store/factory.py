@@ -5,16 +5,17 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import sys
 import threading
 from typing import Optional
 
 from deltaflow.config import StoreLocation, resolve_location, settings
-from deltaflow.errors import InvalidArgument, MissingDependency
+from deltaflow.errors import InvalidArgument, MissingDependency, StorageError
 from deltaflow.store.engine import Engine
 from deltaflow.store.tracking_store import TrackingStore
 
-__all__ = ["get_store", "make_engine", "choose_engine", "spark_session_active",
+__all__ = ["get_store", "store_exists", "check_store_path", "plain_text", "make_engine", "choose_engine", "spark_session_active",
            "running_spark_session", "close_all_stores", "register_exit_hook"]
 
 _log = logging.getLogger(__name__)
@@ -124,6 +125,56 @@ def make_engine(location: StoreLocation, engine: Optional[str] = None) -> Engine
     return SparkEngine(location)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def plain_text(exc: BaseException) -> str:
+    """An exception's message as one line of plain text: delta-rs's error chains come with terminal
+    colour codes and one cause per line (``↳ cause``)."""
+    text = _ANSI.sub("", str(exc))
+    parts = [line.strip().lstrip("↳").strip().rstrip(":") for line in text.splitlines()]
+    return ": ".join(part for part in parts if part) or type(exc).__name__
+
+
+def check_store_path(location: StoreLocation) -> None:
+    """Refuse a local store path that is (or lies under) a file, before any engine touches it."""
+    if not location.is_local or location.root is None:
+        return
+    path = location.root  # local roots are absolute paths (config._normalise_folder)
+    probe = path
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return
+        probe = parent
+    if probe and not os.path.isdir(probe):
+        where = "is a file" if probe == path else f"lies under {probe!r}, which is a file"
+        raise InvalidArgument(f"store path {path!r} {where}, not a folder; point the tracking URI at a "
+                              "folder (a new one is created by the first write)")
+
+
+def store_exists(location: StoreLocation) -> bool:
+    """Whether the location holds a deltaflow store (any of its tables), reading nothing else and
+    writing nothing. Stores only Spark reaches, and metastore schemas, count as present (their
+    engine reports what is missing)."""
+    from deltaflow.store.rust_engine import supports
+    from deltaflow.store.schema import TABLES
+
+    check_store_path(location)
+    if not supports(location):
+        return True
+    if location.is_local:
+        tables = os.path.join(location.root, "tables")
+        return any(os.path.isdir(os.path.join(tables, name, "_delta_log")) for name in TABLES)
+    from deltalake import DeltaTable
+
+    try:
+        return any(DeltaTable.is_deltatable(location.table_path(name)) for name in ("experiments", "runs",
+                                                                                    "registry_events"))
+    except Exception as exc:  # noqa: BLE001 - credentials, network, bucket: one plain error
+        raise StorageError(f"cannot read store {location.uri!r}: {plain_text(exc)}") from None
+
+
 def get_store(uri: Optional[str] = None, artifact_root: Optional[str] = None,
               engine: Optional[str] = None) -> TrackingStore:
     """The process's store for a location and engine.
@@ -145,6 +196,7 @@ def get_store(uri: Optional[str] = None, artifact_root: Optional[str] = None,
             name = choose_engine(location, choice)
             store = _stores.get((*loc_key, name))
             if store is None:
+                check_store_path(location)
                 store = TrackingStore(location, make_engine(location, name))
                 _stores[(*loc_key, name)] = store
                 _install_hook()

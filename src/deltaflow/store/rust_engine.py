@@ -194,6 +194,26 @@ class RustEngine(Engine):
             dt.update_incremental()
         return dt
 
+    def _table_for_read(self, table: str) -> Optional["DeltaTable"]:
+        """The latest handle for a read, or None when the table does not exist: a read never
+        creates a table (a store the reader cannot write is still read)."""
+        self._check_process()
+        dt = self._tables.get(table)
+        if dt is not None:
+            dt.update_incremental()
+            return dt
+        from deltalake import DeltaTable
+
+        uri = self._uri(table)
+        try:
+            if not DeltaTable.is_deltatable(uri, storage_options=self.storage_options):
+                return None
+            opened = DeltaTable(uri, storage_options=self.storage_options)
+        except OSError as exc:  # credentials, network, permissions: one plain-text error
+            raise _storage_error(f"cannot read table {uri!r}", exc) from None
+        with self._create_lock:
+            return self._tables.setdefault(table, opened)
+
     def ensure_tables(self, specs: Sequence[TableSpec]) -> None:
         self._check_process()
         for table_spec in specs:
@@ -207,7 +227,12 @@ class RustEngine(Engine):
                     attempts=15, what=f"creating table {table_spec.name}")
 
     def _open_or_create(self, table_spec: TableSpec) -> "DeltaTable":
-        return open_or_create_table(self.location, table_spec, self.storage_options)
+        try:
+            return open_or_create_table(self.location, table_spec, self.storage_options)
+        except OSError as exc:
+            if _is_creation_race(exc):
+                raise
+            raise _storage_error(f"cannot open or create table {self._uri(table_spec.name)!r}", exc) from None
 
     # -- writes -----------------------------------------------------------------------------
     def append(self, table: str, data: pa.Table, *, app_id: str, version: int) -> None:
@@ -324,9 +349,12 @@ class RustEngine(Engine):
         for attempt in range(3):
             try:
                 with self._locks[table]:
+                    dt = self._table_for_read(table)
+                    if dt is None:
+                        return _arrow.empty_table(target)
                     # delta-rs's own scan (DataFusion): prunes files by their statistics, and unlike
                     # pyarrow.dataset it does not drag pandas in (0.5 s of a CLI call's budget).
-                    reader = self._table(table).scan(columns=scanned, predicate=predicate)
+                    reader = dt.scan(columns=scanned, predicate=predicate)
                     data = pa.RecordBatchReader.from_stream(reader, schema=scanned_schema).read_all()
                 break
             except Exception as exc:  # noqa: BLE001 - retried only for vanished files
@@ -369,6 +397,13 @@ class RustEngine(Engine):
     def history(self, table: str, limit: int = 20) -> list[dict[str, Any]]:
         with self._locks[table]:
             return list(self._table(table).history(limit))
+
+
+def _storage_error(what: str, exc: BaseException) -> StorageError:
+    """delta-rs's OSError as deltaflow's StorageError, in plain text (no terminal colour codes)."""
+    from deltaflow.store.factory import plain_text
+
+    return StorageError(f"{what}: {plain_text(exc)}")
 
 
 def _conform(data: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -35,7 +35,7 @@ from deltaflow.entities import (
 from deltaflow.errors import InvalidArgument, InvalidState, NotFound
 from deltaflow.store.buffer import WriteBuffer
 from deltaflow.store.engine import Engine, RunQuery, Where
-from deltaflow.store.experiments import ExperimentsMixin
+from deltaflow.store.experiments import DEFAULT_EXPERIMENT_ID, ExperimentsMixin
 from deltaflow.store.fold import fold_latest_metrics, fold_params, fold_runs, fold_tags
 from deltaflow.tracking import _validation as V
 
@@ -161,7 +161,13 @@ class TrackingStore(ExperimentsMixin):
         experiment_id = V.validate_experiment_id(experiment_id)
         run_name = V.validate_run_name(run_name)
         tags = [V.validate_tag(k, v) for k, v in tags]
-        experiment = self.get_experiment(experiment_id)
+        try:
+            experiment = self.get_experiment(experiment_id)
+        except NotFound:
+            if experiment_id != DEFAULT_EXPERIMENT_ID:
+                raise
+            self.default_experiment_id()  # a run in Default creates it on a store that has none yet
+            experiment = self.get_experiment(experiment_id)
         if experiment.lifecycle_stage != LifecycleStage.ACTIVE:
             raise InvalidState(
                 f"experiment {experiment_id!r} ({experiment.name!r}) is deleted; restore it before creating runs in it"
