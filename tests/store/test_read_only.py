@@ -136,6 +136,17 @@ cli_runs = CliRunner().invoke(cli, ["--tracking-uri", uri, "runs", "list", "--ex
 cli_experiments = CliRunner().invoke(cli, ["--tracking-uri", uri, "experiments", "list", "--output", "json"])
 seen["cli_runs"] = [cli_runs.exit_code, cli_runs.output]
 seen["cli_experiments"] = [cli_experiments.exit_code, cli_experiments.output]
+from deltaflow.errors import StorageError
+try:
+    deltaflow.set_tracking_uri(uri)
+    deltaflow.create_experiment("not-allowed")
+    seen["write"] = "written"
+except StorageError as exc:
+    seen["write"] = str(exc)
+finally:
+    deltaflow.set_tracking_uri(None)
+cli_create = CliRunner().invoke(cli, ["--tracking-uri", uri, "experiments", "create", "not-allowed"])
+seen["cli_create"] = [cli_create.exit_code, cli_create.output]
 print("RESULT " + json.dumps(seen))
 """
 
@@ -171,6 +182,11 @@ def test_a_store_the_reader_cannot_write_is_searched_and_listed(tmp_path: Path) 
         code, output = seen["cli_experiments"]
         assert code == 0, output
         assert [e["name"] for e in json.loads(output)] == ["readers"]
+        # A write is refused in plain words, before delta-rs's I/O runtime panics on it.
+        assert seen["write"].startswith(f"cannot write to table '{root}/tables/experiments'"), seen["write"]
+        code, output = seen["cli_create"]
+        assert code == 2 and output.startswith("error: cannot write to table"), output
+        assert "panicked" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert _files(root) == before
     finally:
         shutil.rmtree(shared, ignore_errors=True)

@@ -235,9 +235,24 @@ class RustEngine(Engine):
             raise _storage_error(f"cannot open or create table {self._uri(table_spec.name)!r}", exc) from None
 
     # -- writes -----------------------------------------------------------------------------
+    def _check_writable(self, table: str) -> None:
+        """Refuse a write this process cannot make, before delta-rs tries it: on a local store
+        without write access (a read-only mount, another user's files) delta-rs fails deep in
+        its I/O runtime, which prints a Rust panic on stderr."""
+        if not self.location.is_local:
+            return
+        path = self._uri(table)
+        for folder in (path, os.path.join(path, "_delta_log")):
+            if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+                raise StorageError(
+                    f"cannot write to table {path!r}: this process has no write access to {folder!r} "
+                    "(a read-only mount or another user's files); reading the store works, writing needs "
+                    "write access")
+
     def append(self, table: str, data: pa.Table, *, app_id: str, version: int) -> None:
         from deltalake import CommitProperties, write_deltalake
 
+        self._check_writable(table)
         schema = TABLES[table].schema
         data = _conform(data, schema)
         marker = f"deltaflow:{app_id}:{version}"
@@ -294,6 +309,7 @@ class RustEngine(Engine):
         # Our own column names only; the values travel in the source table, never in the text.
         predicate = " AND ".join(f't."{k}" = s."{k}"' for k in key_columns)
         lock = self._locks[table]
+        self._check_writable(table)
 
         def attempt() -> bool:
             # The existence check and the insert are one MERGE: delta-rs's conflict checker fails the
@@ -327,6 +343,7 @@ class RustEngine(Engine):
                 raise StorageError(f"the rust engine deletes by = and IN only, not {op!r}")
         predicate = " AND ".join(terms)
         lock = self._locks[table]
+        self._check_writable(table)
 
         def attempt() -> int:
             with lock:

@@ -113,8 +113,12 @@ class SparkEngine(Engine):
         return self.location.kind == "path"
 
     def _df(self, table: str) -> "DataFrame":
+        """The table for a read; an empty frame of its schema while it does not exist (a read never
+        creates a table, so a store the reader cannot write is still read)."""
         if table not in self._ready:
-            self.ensure_tables([TABLES[table]])
+            if not self._exists(table):
+                return self.spark.createDataFrame([], _ddl_schema(TABLES[table].schema))
+            self._ready.add(table)
         reader = self.spark.read.format("delta")
         if self._is_path():
             return reader.load(self.location.table_path(table))
