@@ -103,6 +103,22 @@ def test_reading_an_existing_store_writes_nothing(tmp_path: Path, monkeypatch: p
     assert _files(root) == before  # no commit, no new file anywhere
 
 
+def test_searching_where_there_is_no_store_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELTAFLOW_ENGINE", "rust")
+    import deltaflow
+    from deltaflow import DeltaflowClient
+
+    uri = tmp_path / "no-store-here"
+    deltaflow.set_tracking_uri(str(uri))
+    try:
+        assert deltaflow.search_experiments() == []
+        assert len(deltaflow.search_runs(search_all_experiments=True)) == 0
+        assert DeltaflowClient(str(uri)).get_experiment_by_name("Default") is None
+    finally:
+        deltaflow.set_tracking_uri(None)
+    assert not uri.exists()
+
+
 READER = """
 import json, os, sys
 uri, warm, run_id = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -408,6 +408,8 @@ class TrackingStore(ExperimentsMixin):
                     page_token: Optional[str] = None) -> tuple[list[Run], Optional[str]]:
         if not isinstance(max_results, int) or isinstance(max_results, bool) or not 0 < max_results <= SEARCH_MAX_RESULTS:
             raise InvalidArgument(f"max_results {max_results!r} must be an integer from 1 to {SEARCH_MAX_RESULTS}")
+        if isinstance(experiment_ids, (list, tuple)) and not experiment_ids:
+            return [], None  # as MLflow: no experiments (e.g. search_all_experiments on an empty store)
         offset = decode_page_token(page_token)
         query = self.run_query(experiment_ids, filter_string, run_view_type, order_by, offset, max_results + 1)
         self.flush()
