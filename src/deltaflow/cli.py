@@ -122,26 +122,25 @@ def _run_dict(run: "Run") -> dict[str, Any]:
 
 
 class _Group(click.Group):
-    """Turns deltaflow's own errors, and storage and file errors, into one plain ``error:`` line and
-    exit status 2, without a traceback."""
+    """Turns deltaflow's own errors, and storage and file errors (``OSError``, delta-rs's errors),
+    into one plain ``error:`` line and exit status 2, without a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except DeltaflowError as exc:
-            click.echo(f"error: {_one_line(exc.message)}", err=True)
+            click.echo(f"error: {_ANSI.sub('', exc.message)}", err=True)
             ctx.exit(2)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - storage errors only; anything else is re-raised
+            if not isinstance(exc, OSError) and not any(c.__name__ == "DeltaError" for c in type(exc).__mro__):
+                raise
             from deltaflow.store.factory import plain_text
 
             click.echo(f"error: {type(exc).__name__}: {plain_text(exc)}", err=True)
             ctx.exit(2)
 
 
-def _one_line(text: str) -> str:
-    from deltaflow.store.factory import plain_text
-
-    return plain_text(Exception(text))
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -146,3 +146,11 @@ def test_log_input_of_a_path_without_a_delta_table_needs_no_jvm(tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ERROR '/not/a/delta/path' is not a Delta table" in proc.stdout, proc.stdout
     assert proc.stdout.strip().endswith("NO-SPARK"), proc.stdout
+
+
+def test_a_damaged_table_is_one_plain_error(tmp_path: Path) -> None:
+    log = tmp_path / "store" / "tables" / "experiments" / "_delta_log"
+    log.mkdir(parents=True)
+    (log / "00000000000000000000.json").write_text("not json\n")
+    line = failed(cli(tmp_path, "experiments", "list", RUST_BACKTRACE="1"), "DeltaError", "Json error")
+    assert "<unknown>" not in line and "pthread" not in line  # delta-rs's backtrace is not part of the message

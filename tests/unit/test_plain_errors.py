@@ -16,6 +16,9 @@ def test_plain_text_strips_colour_codes_and_joins_the_cause_chain() -> None:
     assert plain_text(raw) == ("Operation not supported: an error occurred while loading credentials: "
                                "failed to load IMDS session token")
     assert plain_text(OSError()) == "OSError"
+    with_backtrace = Exception("Kernel error: Json error: bad literal\n   0: <unknown>\n  12: start_thread\n"
+                               "             at ./nptl/pthread_create.c:442:8\n")
+    assert plain_text(with_backtrace) == "Kernel error: Json error: bad literal"
 
 
 def test_a_store_path_that_is_a_file_is_refused(tmp_path) -> None:

@@ -126,13 +126,18 @@ def make_engine(location: StoreLocation, engine: Optional[str] = None) -> Engine
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_BACKTRACE_LINE = re.compile(r"^\s*(?:\d+: \S|stack backtrace:)", re.IGNORECASE)
 
 
 def plain_text(exc: BaseException) -> str:
     """An exception's message as one line of plain text: delta-rs's error chains come with terminal
-    colour codes and one cause per line (``↳ cause``)."""
-    text = _ANSI.sub("", str(exc))
-    parts = [line.strip().lstrip("↳").strip().rstrip(":") for line in text.splitlines()]
+    colour codes, one cause per line (``↳ cause``), and with ``RUST_BACKTRACE`` set a numbered
+    backtrace, which is dropped."""
+    parts = []
+    for line in _ANSI.sub("", str(exc)).splitlines():
+        if _BACKTRACE_LINE.match(line):
+            break
+        parts.append(line.strip().lstrip("↳").strip().rstrip(":"))
     return ": ".join(part for part in parts if part) or type(exc).__name__
 
 
