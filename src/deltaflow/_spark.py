@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
 __all__ = ["get_spark", "spark_session", "active_spark", "is_connect", "delta_configured", "require_delta",
-           "no_delta_message",
+           "no_delta_message", "require_jvm",
            "delta_jars", "fetch_delta_jars", "jars_dir", "DELTA_VERSION"]
 
 # The tested pair (see pyproject's `spark` extra). The JAR versions must match delta-spark's.
@@ -149,6 +149,21 @@ def require_delta(session: Any, feature: str) -> Any:
         return session
     if not delta_configured(session):
         raise MissingDependency(no_delta_message(feature))
+    return session
+
+
+def require_jvm(session: Any, feature: str) -> Any:
+    """``session`` when it has a JVM in this process (a classic session); a Spark Connect session
+    gets one clear error instead of pyspark's ``sparkContext() is not implemented``."""
+    if is_connect(session):
+        from deltaflow.errors import InvalidState
+
+        raise InvalidState(
+            f"{feature} needs a classic SparkSession (a JVM in this process: delta-spark's table API "
+            "runs through it), and this process runs Spark Connect (as Databricks serverless compute and "
+            "shared clusters do). Tracking on a path store (a local folder, /Volumes/..., s3://, gs://, "
+            "abfss://) works through delta-rs, and output_format=\"spark\" and deltaflow.sql read those "
+            "stores through Spark Connect; for a metastore or dbfs:/ store use a classic cluster.")
     return session
 
 

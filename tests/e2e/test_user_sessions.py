@@ -145,7 +145,7 @@ out["engine"] = deltaflow.MlflowClient()._store.engine.name
 sys.stderr.flush()
 print("TRACKING-END", file=sys.stderr, flush=True)
 frame = deltaflow.search_runs(output_format="spark")
-out["spark_frame"] = [type(frame).__module__, frame.count()]
+out["spark_frame"] = [type(frame).__module__, int(frame.count())]
 out["views"] = deltaflow.sql.register_views()
 print("RESULT " + json.dumps(out))
 """
@@ -216,3 +216,103 @@ def test_the_pytest_plugin_gives_a_throwaway_store(tmp_path):
                           capture_output=True, text=True, timeout=300, env={**_ENV, "DELTAFLOW_ENGINE": "rust"},
                           cwd=tmp_path)
     assert proc.returncode == 0 and "3 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+# -- Spark Connect ---------------------------------------------------------------------------------
+_CONNECT_JAR = "spark-connect_2.12-3.5.7.jar"
+_CONNECT_URL = f"https://repo1.maven.org/maven2/org/apache/spark/spark-connect_2.12/3.5.7/{_CONNECT_JAR}"
+
+_CONNECT_SERVER = r"""
+import sys, time
+from pyspark.sql import SparkSession
+from deltaflow._spark import DELTA_CATALOG, DELTA_EXTENSION, delta_jars
+
+port, connect_jar = sys.argv[1], sys.argv[2]
+(SparkSession.builder.master("local[2]").config("spark.driver.memory", "1g")
+ .config("spark.jars", ",".join([connect_jar] + [str(p) for p in delta_jars()]))
+ .config("spark.plugins", "org.apache.spark.sql.connect.SparkConnectPlugin")
+ .config("spark.connect.grpc.binding.port", port)
+ .config("spark.sql.extensions", DELTA_EXTENSION).config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+ .config("spark.sql.shuffle.partitions", "4").config("spark.databricks.delta.snapshotPartitions", "2")
+ .config("spark.ui.enabled", "false").getOrCreate())
+print("READY", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+_CONNECT_CLIENT = r"""
+import json, os, sys
+from pyspark.sql import SparkSession
+
+spark = SparkSession.builder.remote("sc://localhost:" + sys.argv[2]).getOrCreate()
+import deltaflow
+import deltaflow.sql
+from deltaflow.errors import InvalidState
+
+root = sys.argv[1]
+deltaflow.set_tracking_uri(os.path.join(root, "store"))
+out = {}
+deltaflow.set_experiment("connect")
+with deltaflow.start_run():
+    deltaflow.log_param("p", "1")
+    deltaflow.log_metric("m", 0.5)
+out["engine"] = deltaflow.MlflowClient()._store.engine.name
+out["runs"] = deltaflow.search_runs()["metrics.m"].tolist()
+frame = deltaflow.search_runs(output_format="spark")
+out["spark_frame"] = [type(frame).__module__, int(frame.count())]
+out["views"] = len(deltaflow.sql.register_views())
+try:
+    deltaflow.DeltaflowClient(os.path.join(root, "s2"), engine="spark").search_experiments()
+    out["jvm_error"] = None
+except InvalidState as exc:
+    out["jvm_error"] = str(exc)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _connect_jar() -> Path:
+    """The Spark Connect server JAR for pyspark 3.5.7, cached next to the Delta JARs (SHA-1 checked)."""
+    import hashlib
+    import urllib.request
+
+    from deltaflow._spark import jars_dir
+
+    path = jars_dir() / _CONNECT_JAR
+    if not path.exists():
+        try:
+            data = urllib.request.urlopen(_CONNECT_URL, timeout=120).read()
+            expected = urllib.request.urlopen(_CONNECT_URL + ".sha1", timeout=60).read().decode().split()[0]
+        except OSError as exc:
+            pytest.skip(f"cannot download {_CONNECT_URL}: {exc}")
+        assert hashlib.sha1(data).hexdigest() == expected
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def test_a_spark_connect_session_tracks_through_delta_rs_and_reads_through_connect(tmp_path):
+    pytest.importorskip("grpc", reason="pyspark's connect extra (the dev extra installs it)")
+    import socket
+
+    jar = _connect_jar()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    server = subprocess.Popen([sys.executable, "-c", _CONNECT_SERVER, port, str(jar)], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, env=_ENV, cwd=tmp_path)
+    try:
+        assert server.stdout.readline().strip() == "READY"
+        proc = subprocess.run([sys.executable, "-c", _CONNECT_CLIENT, str(tmp_path), port], capture_output=True,
+                              text=True, timeout=420, env=_ENV, cwd=tmp_path)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-5000:]
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert out["engine"] == "rust" and out["runs"] == [0.5]
+    assert out["spark_frame"] == ["pyspark.sql.connect.dataframe", 1]
+    assert out["views"] > 0
+    assert out["jvm_error"] and "needs a classic SparkSession" in out["jvm_error"] and "Spark Connect" in out["jvm_error"]

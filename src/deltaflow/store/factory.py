@@ -16,7 +16,7 @@ from deltaflow.store.engine import Engine
 from deltaflow.store.tracking_store import TrackingStore
 
 __all__ = ["get_store", "store_exists", "check_store_path", "plain_text", "make_engine", "choose_engine", "spark_session_active",
-           "running_spark_session", "close_all_stores", "register_exit_hook"]
+           "running_spark_session", "connect_session_running", "close_all_stores", "register_exit_hook"]
 
 _log = logging.getLogger(__name__)
 _stores: dict[tuple[str, str, str], TrackingStore] = {}  # (uri, artifact root, engine)
@@ -63,6 +63,25 @@ def spark_session_active() -> bool:
         return False
 
 
+def connect_session_running() -> bool:
+    """Whether this process's SparkSession is a Spark Connect one (no JVM handle here)."""
+    session = running_spark_session()
+    if session is None:
+        return False
+    from deltaflow._spark import is_connect
+
+    return is_connect(session)
+
+
+def _refuse_spark_over_connect(location: StoreLocation) -> None:
+    """A store written through Spark needs delta-spark's JVM-side table API: one clear error under
+    Spark Connect (Spark-only reads of a delta-rs store still go through Connect)."""
+    if connect_session_running():
+        from deltaflow._spark import require_jvm
+
+        require_jvm(running_spark_session(), f"store {location.uri!r} on the spark engine")
+
+
 _told_rust_serves: set[str] = set()
 
 
@@ -103,7 +122,9 @@ def choose_engine(location: StoreLocation, requested: Optional[str] = None) -> s
         return "spark"
     # auto: Spark where only Spark reaches the store and on Databricks; delta-rs for path stores it
     # reaches, also next to a running SparkSession (see _rust_in_session).
-    on_databricks = "DATABRICKS_RUNTIME_VERSION" in os.environ and _importable("pyspark")
+    # Databricks serverless / shared clusters run Spark Connect: no JVM handle, so delta-rs where it reaches.
+    on_databricks = ("DATABRICKS_RUNTIME_VERSION" in os.environ and _importable("pyspark")
+                     and not connect_session_running())
     if location.kind != "path" or not supports(location) or on_databricks or not _importable("deltalake"):
         return "spark"
     if spark_session_active() and not _rust_in_session(location):
@@ -202,6 +223,8 @@ def get_store(uri: Optional[str] = None, artifact_root: Optional[str] = None,
             store = _stores.get((*loc_key, name))
             if store is None:
                 check_store_path(location)
+                if name == "spark":
+                    _refuse_spark_over_connect(location)
                 store = TrackingStore(location, make_engine(location, name))
                 _stores[(*loc_key, name)] = store
                 _install_hook()

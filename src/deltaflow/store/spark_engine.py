@@ -124,19 +124,35 @@ class SparkEngine(Engine):
             return reader.load(self.location.table_path(table))
         return self.spark.read.table(self.location.table_name(table))
 
+    def _jvm_spark(self, what: str) -> "SparkSession":
+        """The session for delta-spark's table API, which needs the JVM handle (Spark Connect has none)."""
+        from deltaflow._spark import require_jvm
+
+        return require_jvm(self.spark, f"{what} on store {self.location.uri!r} through Spark")
+
     def _delta_table(self, table: str) -> Any:
         from delta.tables import DeltaTable
 
+        spark = self._jvm_spark(f"writing table {table}")
         if self._is_path():
-            return DeltaTable.forPath(self.spark, self.location.table_path(table))
-        return DeltaTable.forName(self.spark, self.location.table_name(table))
+            return DeltaTable.forPath(spark, self.location.table_path(table))
+        return DeltaTable.forName(spark, self.location.table_name(table))
 
     def _exists(self, table: str) -> bool:
         from delta.tables import DeltaTable
 
-        if self._is_path():
-            return DeltaTable.isDeltaTable(self.spark, self.location.table_path(table))
-        return self.spark.catalog.tableExists(self.location.table_name(table))
+        from deltaflow._spark import is_connect
+
+        if not self._is_path():
+            return self.spark.catalog.tableExists(self.location.table_name(table))
+        if is_connect(self.spark):
+            from deltaflow.store.rust_engine import supports
+
+            if supports(self.location):  # delta-rs answers without a JVM
+                from deltalake import DeltaTable as RustTable
+
+                return RustTable.is_deltatable(self.location.table_path(table))
+        return DeltaTable.isDeltaTable(self._jvm_spark(f"reading table {table}"), self.location.table_path(table))
 
     # -- tables -----------------------------------------------------------------------------
     def ensure_tables(self, specs: Sequence[TableSpec]) -> None:
@@ -156,6 +172,7 @@ class SparkEngine(Engine):
 
         if self._exists(table_spec.name):  # another process won the race
             return
+        self._jvm_spark(f"creating table {table_spec.name}")
         if not self._is_path():
             schema = self.location.schema or ""
             if not self.spark.catalog.databaseExists(schema.replace("`", "")):
