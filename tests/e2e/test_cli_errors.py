@@ -99,7 +99,7 @@ def test_gc_of_an_unknown_run_id_says_it_is_unknown(tmp_path: Path) -> None:
 
 
 def test_store_path_that_is_a_file(tmp_path: Path) -> None:
-    afile = tmp_path / "notes.txt"
+    afile = tmp_path / "readme.txt"
     afile.write_text("not a store")
     for args in (["experiments", "list"], ["experiments", "create", "x"]):
         failed(cli(tmp_path, "--tracking-uri", str(afile), *args), str(afile), "is a file")

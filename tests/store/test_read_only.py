@@ -33,7 +33,7 @@ with deltaflow.start_run(run_name="r1") as run:
     deltaflow.log_metric("loss", 0.5, step=0)
     deltaflow.log_metric("loss", 0.25, step=1)
     deltaflow.set_tag("team", "a")
-    deltaflow.log_text("hello", "notes/hello.txt")
+    deltaflow.log_text("hello", "docs/hello.txt")
 deltaflow.flush()
 print(run.info.run_id)
 """
@@ -74,7 +74,7 @@ def _read_everything(uri: str, run_id: str) -> dict[str, object]:
             "default": client.get_experiment_by_name("Default"),
             "metrics": run.data.metrics, "tags": run.data.tags.get("team"),
             "history": [m.value for m in client.get_metric_history(run_id, "loss")],
-            "artifacts": [f.path for f in client.list_artifacts(run_id, "notes")],
+            "artifacts": [f.path for f in client.list_artifacts(run_id, "docs")],
         }
     finally:
         deltaflow.set_tracking_uri(None)
@@ -98,7 +98,7 @@ def test_reading_an_existing_store_writes_nothing(tmp_path: Path, monkeypatch: p
     assert seen["experiments"] == ["readers"]  # no Default: nobody created one, and a read does not
     assert seen["default"] is None
     assert seen["metrics"] == {"loss": 0.25} and seen["tags"] == "a"
-    assert seen["history"] == [0.5, 0.25] and seen["artifacts"] == ["notes/hello.txt"]
+    assert seen["history"] == [0.5, 0.25] and seen["artifacts"] == ["docs/hello.txt"]
     assert sorted(os.listdir(root / "tables")) == tables_before  # no table created by a read
     assert _files(root) == before  # no commit, no new file anywhere
 
@@ -133,7 +133,7 @@ deltaflow.set_tracking_uri(warm)
 deltaflow.set_experiment("readers")
 with deltaflow.start_run() as run:
     deltaflow.log_metric("loss", 1.0)
-    deltaflow.log_text("x", "notes/x.txt")
+    deltaflow.log_text("x", "docs/x.txt")
 deltaflow.flush()
 _read_everything(warm, run.info.run_id)
 CliRunner().invoke(cli, ["--tracking-uri", warm, "runs", "list", "--experiment-name", "readers"])
@@ -191,7 +191,7 @@ def test_a_store_the_reader_cannot_write_is_searched_and_listed(tmp_path: Path) 
         assert seen["runs"] == 1 and seen["listed"] == [run_id]
         assert seen["experiments"] == ["readers"] and seen["default"] == "None"
         assert seen["metrics"] == {"loss": 0.25} and seen["history"] == [0.5, 0.25]
-        assert seen["artifacts"] == ["notes/hello.txt"]
+        assert seen["artifacts"] == ["docs/hello.txt"]
         code, output = seen["cli_runs"]
         assert code == 0, output
         assert [r["info"]["run_id"] for r in json.loads(output)] == [run_id]

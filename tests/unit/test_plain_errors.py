@@ -24,7 +24,7 @@ def test_plain_text_strips_colour_codes_and_joins_the_cause_chain() -> None:
 def test_a_store_path_that_is_a_file_is_refused(tmp_path) -> None:
     from deltaflow.store.factory import check_store_path, get_store, store_exists
 
-    afile = tmp_path / "notes.txt"
+    afile = tmp_path / "readme.txt"
     afile.write_text("x")
     for path, fragment in ((afile, "is a file"), (afile / "store", "lies under")):
         with pytest.raises(InvalidArgument, match=fragment):
