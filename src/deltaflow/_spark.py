@@ -114,18 +114,18 @@ def delta_configured(session: Any) -> bool:
     ready = False
     if not is_connect(session):
         try:
-            # The context's conf first: reading session.conf builds the session state (~1 s the first
-            # time); only a session configured apart from its context needs that.
-            declared = "DATABRICKS_RUNTIME_VERSION" in os.environ  # the runtime builds Delta in
-            for conf in (lambda: session.sparkContext._conf, lambda: session.conf):  # getConf() copies all
-                if declared:
-                    break
-                declared = (DELTA_EXTENSION in (conf().get("spark.sql.extensions", "") or "")
-                            or conf().get("spark.sql.catalog.spark_catalog", "") == DELTA_CATALOG)
-            if declared:
-                from py4j.java_gateway import JavaClass
+            from py4j.java_gateway import JavaClass
 
-                ready = isinstance(session.sparkContext._jvm.io.delta.tables.DeltaTable, JavaClass)
+            # The class first (no Delta JARs: done); then the context's own conf; session.conf last,
+            # as reading it builds the session state (~1 s the first time) and getConf() copies
+            # every entry over py4j.
+            if isinstance(session.sparkContext._jvm.io.delta.tables.DeltaTable, JavaClass):
+                ready = "DATABRICKS_RUNTIME_VERSION" in os.environ  # the runtime builds Delta in
+                for conf in (lambda: session.sparkContext._conf, lambda: session.conf):
+                    if ready:
+                        break
+                    ready = (DELTA_EXTENSION in (conf().get("spark.sql.extensions", "") or "")
+                             or conf().get("spark.sql.catalog.spark_catalog", "") == DELTA_CATALOG)
         except Exception:  # noqa: BLE001 - a stopped or odd session: not usable for Delta
             ready = False
     try:
