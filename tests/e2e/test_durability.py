@@ -175,3 +175,35 @@ def test_a_row_no_table_can_hold_is_set_apart_not_fatal(tmp_path):
     assert len(dead) == 1 and dead[0]["table_name"] == "runs"
     assert '"end_time": "x"' in dead[0]["row_json"] and dead[0]["error"]
     assert s.buffer.dead_lettered == 1
+
+
+def test_a_flush_retried_after_its_second_table_failed_does_not_append_the_first_again(tmp_path):
+    """metrics commits, latest_metrics fails (its folder is briefly replaced by a file), the batch is
+    retried: the retry commits latest_metrics only — the metric history holds every point once."""
+    from deltalake import DeltaTable
+
+    from deltaflow import DeltaflowClient, Metric
+
+    store = tmp_path / "store"
+    client = DeltaflowClient(str(store), engine="rust")
+    run_id = client.create_run("0").info.run_id
+    client.log_batch(run_id, metrics=[Metric("m", 0.0, 1, 0)], synchronous=True)
+    latest_dir, parked = store / "tables" / "latest_metrics", tmp_path / "parked"
+    metrics_version = DeltaTable(str(store / "tables" / "metrics")).version()
+    latest_dir.rename(parked)
+    latest_dir.write_text("not a table")
+    try:
+        client.log_batch(run_id, metrics=[Metric("m", float(i), 2, i) for i in range(1, 101)])
+        client._store.buffer.request_flush()
+        deadline = time.time() + 60
+        while client._store.buffer._failures == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        assert client._store.buffer._failures >= 1  # latest_metrics' append failed ...
+        assert DeltaTable(str(store / "tables" / "metrics")).version() == metrics_version + 1  # ... after metrics'
+    finally:
+        latest_dir.unlink()
+        parked.rename(latest_dir)
+    client.flush()
+    steps = [m.step for m in client.get_metric_history(run_id, "m")]
+    assert steps == list(range(101))  # each point once
+    assert client.get_run(run_id).data.metrics["m"] == 100.0

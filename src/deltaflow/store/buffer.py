@@ -49,13 +49,16 @@ def _newer(value: float, step: int, ts: int, cand: tuple) -> bool:
 class _Batch:
     """Columns per table plus the latest-metric candidates, as swapped out of the buffer."""
 
-    __slots__ = ("columns", "latest", "rows", "number")
+    __slots__ = ("columns", "latest", "rows", "number", "committed")
 
     def __init__(self) -> None:
         self.columns: dict[str, dict[str, list]] = {}
         self.latest: dict[tuple[str, str], tuple] = {}
         self.rows = 0
         self.number = 0
+        # Tables whose commit of this batch landed: a retry after a later table failed must not
+        # append them again (the engines' marker check only covers the append that raised).
+        self.committed: set[str] = set()
 
     def column_lists(self, table: str) -> dict[str, list]:
         cols = self.columns.get(table)
@@ -344,10 +347,14 @@ class WriteBuffer:
     def _commit(self, batch: _Batch) -> None:
         started = time.perf_counter()
         tables, dead = batch.tables()
-        if dead:
+        if dead and DEAD_LETTER_TABLE not in batch.committed:
             self._dead_letter(dead, batch.number)
+            batch.committed.add(DEAD_LETTER_TABLE)
         for table, data in tables.items():
+            if table in batch.committed:
+                continue
             self._engine.append(table, data, app_id=self.writer_id, version=batch.number)
+            batch.committed.add(table)
         self.commits += 1
         self.commit_seconds += time.perf_counter() - started
 

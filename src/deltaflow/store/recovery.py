@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from typing import Any, Iterator, Optional
 from urllib.parse import unquote
 
 from deltaflow.config import StoreLocation
@@ -39,35 +39,37 @@ def heal_torn_flushes(location: StoreLocation, storage_options: Optional[dict[st
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
     from deltaflow.store import _arrow
-    from deltaflow.store.compaction import _read_commit
+    from deltaflow.store.compaction import _marker_of
 
     metrics_uri = location.table_path("metrics")
     latest_uri = location.table_path("latest_metrics")
     if not (DeltaTable.is_deltatable(metrics_uri, storage_options=storage_options)
             and DeltaTable.is_deltatable(latest_uri, storage_options=storage_options)):
         return 0
-    metrics = DeltaTable(metrics_uri, storage_options=storage_options)
-    latest = DeltaTable(latest_uri, storage_options=storage_options)
+    # Versions come from the log's file names, read here directly: DeltaTable.history() numbers its
+    # entries down from the version the handle loaded, so a commit landing in between would shift
+    # every number and heal the wrong commit under a marker.
+    metrics_latest = DeltaTable(metrics_uri, storage_options=storage_options).version()
+    latest_latest = DeltaTable(latest_uri, storage_options=storage_options).version()
     cutoff = time.time() * 1000 - grace_s * 1000
-    flushed = {}
-    for entry in metrics.history(window):
-        marker = entry.get("userMetadata")
-        if isinstance(marker, str) and marker.startswith(_WRITER_MARKER) and entry.get("timestamp", 0) <= cutoff:
-            flushed[marker] = int(entry["version"])
+    flushed: dict[str, tuple[int, list[str]]] = {}
+    for version, actions in _recent_commits(metrics_uri, metrics_latest, window, storage_options):
+        info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+        marker = info.get("userMetadata")
+        if (isinstance(marker, str) and marker.startswith(_WRITER_MARKER)
+                and info.get("timestamp", 0) <= cutoff and marker not in flushed):
+            flushed[marker] = (version, [unquote(a["add"]["path"]) for a in actions if "add" in a])
     if not flushed:
         return 0
     # latest_metrics gets one commit per flush, in the same order, plus the odd compaction or heal:
     # a margin past the window covers the pairs.
-    paired = {e.get("userMetadata") for e in latest.history(None if window is None else window + 100)}
-    torn = sorted((v, m) for m, v in flushed.items() if m not in paired)
+    paired = {_marker_of(actions) for _, actions in
+              _recent_commits(latest_uri, latest_latest, None if window is None else window + 100, storage_options)}
+    torn = sorted((v, m, paths) for m, (v, paths) in flushed.items() if m not in paired)
     schema = TABLES["latest_metrics"].schema
-    for version, marker in torn:
+    for version, marker, paths in torn:
         best: dict[tuple[str, str], tuple] = {}
-        for action in _read_commit(metrics_uri, version, storage_options):
-            add = action.get("add")
-            if add is None:
-                continue
-            path = unquote(add["path"])
+        for path in paths:
             full = path if "://" in path else f"{metrics_uri.rstrip('/')}/{path}"
             rows = pq.read_table(full[len("file://"):] if full.startswith("file://") else full,
                                  columns=schema.names)
@@ -79,7 +81,7 @@ def heal_torn_flushes(location: StoreLocation, storage_options: Optional[dict[st
         if not best:
             continue
         data = _arrow.table({n: [row[i] for row in best.values()] for i, n in enumerate(schema.names)}, schema)
-        write_deltalake(latest, data, mode="append",
+        write_deltalake(latest_uri, data, mode="append", storage_options=storage_options,
                         commit_properties=CommitProperties(custom_metadata={"userMetadata": marker}))
         _log.warning("deltaflow: healed a flush torn by a crash (%s, metrics version %d): %d latest "
                      "value(s) restored", marker, version, len(best))
@@ -93,3 +95,20 @@ def heal_quietly(location: StoreLocation, storage_options: Optional[dict[str, st
     except Exception as exc:  # noqa: BLE001 - reads must not fail because healing could not write
         _log.info("deltaflow: could not check %s for torn flushes: %s", location.uri, exc)
         return None
+
+
+def _recent_commits(table_uri: str, newest: int, count: Optional[int],
+                    storage_options: Optional[dict[str, str]]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """(version, actions) of a table's newest ``count`` commits, newest first (None: every commit
+    still in the log; older ones are removed after a checkpoint once past log retention)."""
+    from deltaflow.store.compaction import _read_commit
+
+    version, seen = newest, 0
+    while version >= 0 and (count is None or seen < count):
+        try:
+            actions = _read_commit(table_uri, version, storage_options)
+        except OSError:  # cleaned up: nothing older is left either
+            return
+        yield version, actions
+        version -= 1
+        seen += 1

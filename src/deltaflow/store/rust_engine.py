@@ -41,8 +41,10 @@ _log = logging.getLogger(__name__)
 # dbfs:/ and hdfs:// are Hadoop filesystems only the JVM speaks.
 RUST_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "azure", "file", "memory")
 
+# A listing of _delta_log that raced other writers' commits; retried like a conflict.
+_LOG_GAP = "Expected contiguous commit files"
 _CONFLICT_MARKERS = ("CommitFailed", "Commit failed", "Transaction failed", "version already exists",
-                     "VersionAlreadyExists", "Concurrent", "conflict")
+                     "VersionAlreadyExists", "Concurrent", "conflict", _LOG_GAP)
 # Values the rust engine may write into a delete predicate: our own ids only (run ids are hex, experiment
 # ids digits). Anything else is refused rather than quoted, so user text never becomes SQL text.
 _SAFE_LITERAL = re.compile(r"[A-Za-z0-9_.:\-]{1,256}")
@@ -76,9 +78,12 @@ def is_conflict(exc: BaseException) -> bool:
 
 
 def _is_missing_file(exc: BaseException) -> bool:
-    """A data file vanished between snapshot and read (a concurrent VACUUM or compaction)."""
+    """A data file vanished between snapshot and read (a concurrent VACUUM or compaction), or the
+    log was listed while other writers were adding commits (delta-rs then reports a gap between
+    commit files that is gone on the next listing: seen under 4 concurrent writers)."""
     text = f"{type(exc).__name__}: {exc}"
-    return isinstance(exc, FileNotFoundError) or "No such file" in text or "NotFound" in text
+    return (isinstance(exc, FileNotFoundError) or "No such file" in text or "NotFound" in text
+            or _LOG_GAP in text)
 
 
 def _literal(value: Any) -> str:
