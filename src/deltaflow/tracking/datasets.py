@@ -67,9 +67,12 @@ def from_delta(path: Optional[str] = None, table_name: Optional[str] = None, ver
         raise InvalidArgument(f"dataset name {name!r} must be a non-empty string")
     from delta.tables import DeltaTable
 
-    from deltaflow._spark import get_spark
+    from deltaflow._spark import get_spark, require_delta, require_jvm
 
-    spark = spark or get_spark()
+    # A user's session without Delta (or a Spark Connect one) gets one clear error naming the fixes,
+    # not delta.tables' own.
+    feature = "describing a Delta table as a dataset"
+    spark = require_jvm(require_delta(spark or get_spark(), feature), feature)
     try:
         table = DeltaTable.forPath(spark, path) if path else DeltaTable.forName(spark, table_name)
     except Exception as exc:  # noqa: BLE001 - Spark's AnalysisException/ParseException, as ours
