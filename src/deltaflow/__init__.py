@@ -129,7 +129,7 @@ __all__ = [
 
 # Flavor modules load on first attribute access (``deltaflow.sklearn.log_model``), as in MLflow, so
 # ``import deltaflow`` stays cheap; ``import deltaflow.sklearn`` works as well.
-_LAZY_SUBMODULES = ("autologging", "models", "pyfunc", "pyspark", "registry", "sklearn", "spark")
+_LAZY_SUBMODULES = ("autologging", "models", "pyfunc", "pyspark", "registry", "sklearn", "spark", "sql")
 
 
 def __getattr__(name: str):  # noqa: ANN202

@@ -145,3 +145,13 @@ def test_public_surface_and_import_cost():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", f"import deltaflow pulled in {out}"
+
+
+def test_documented_submodule_paths_work_after_a_plain_import():
+    """`deltaflow.pyspark.ml.autolog` and `deltaflow.sql.register_views`, as the README writes them, need
+    no extra import; `import deltaflow` alone still loads no pyspark."""
+    code = ("import sys, deltaflow; before = 'pyspark' in sys.modules;"
+            "f = deltaflow.pyspark.ml.autolog; g = deltaflow.sql.register_views;"
+            "print(before, callable(f), callable(g))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False True True", out.stderr[-2000:]
