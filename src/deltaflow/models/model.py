@@ -98,9 +98,12 @@ class Model:
 
     @classmethod
     def load(cls, path: str) -> "Model":
-        """Read ``<dir>/MLmodel`` (or the MLmodel file itself)."""
+        """Read ``<dir>/MLmodel`` (or the MLmodel file itself); ``path`` may also be a model URI
+        (``runs:/``, ``models:/``, storage URIs), whose model is downloaded first, as MLflow does."""
         import yaml
 
+        if not os.path.exists(path) and ":" in str(path) and not os.path.isabs(str(path)):
+            return cls._load_uri(str(path))
         file = os.path.join(path, MLMODEL_FILE_NAME) if os.path.isdir(path) else path
         if not os.path.isfile(file):
             raise NotFound(f"no MLmodel file at {file!r}; a model directory must contain one")
@@ -110,6 +113,19 @@ class Model:
             except yaml.YAMLError as exc:
                 raise InvalidArgument(f"the MLmodel file {file!r} is not valid YAML: {exc}") from exc
         return cls.from_dict(data or {})
+
+    @classmethod
+    def _load_uri(cls, uri: str) -> "Model":
+        import shutil
+        import tempfile
+
+        from deltaflow.models.uri import download_model
+
+        target = tempfile.mkdtemp(prefix="deltaflow-mlmodel-")
+        try:
+            return cls.load(download_model(uri, target))
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
 
     def flavor(self, name: str, model_dir: str = "") -> dict[str, Any]:
         if name not in self.flavors:

@@ -377,7 +377,10 @@ class TrackingStore(ExperimentsMixin):
     def get_metric_history(self, run_id: str, key: str, max_results: Optional[int] = None) -> list[Metric]:
         V.validate_run_id(run_id)
         V.validate_key(key, "metric")
-        self._meta(run_id)
+        try:
+            self._meta(run_id)
+        except NotFound:
+            return []  # MLflow: the history of a run that does not exist is empty
         self.flush()
         rows = self.engine.read("metrics", Where.of(run_id=run_id, key=key),
                                 columns=["key", "value", "timestamp", "step"]).to_pylist()

@@ -488,9 +488,12 @@ def search_runs(
     ids = [str(e) for e in (experiment_ids or [])]
     for name in experiment_names or []:
         experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise InvalidArgument(f"no experiment named {name!r}")
-        ids.append(experiment.experiment_id)
+        if experiment is not None:  # MLflow skips names no experiment has
+            ids.append(experiment.experiment_id)
+    if not ids and experiment_names:  # every name unknown: no runs (MLflow: an empty result)
+        if output_format == "spark":
+            return search_spark(client._store, [], filter_string, run_view_type, order_by, max_results)
+        return [] if output_format == "list" else runs_to_pandas([])
     if not ids:
         if search_all_experiments:
             ids = [e.experiment_id for e in search_experiments(view_type=ViewType.ALL)]
