@@ -1,7 +1,7 @@
 """Plain-SQL access to the tracking tables.
 
-``register_views()`` registers, in the active SparkSession, one view per table plus
-``deltaflow_runs``: one row per run with its current attributes and ``metrics``/``params``/``tags``
+``register_views()`` registers, in the active SparkSession, one view per table (``deltaflow_<table>``;
+the raw ``runs`` event table as ``deltaflow_run_events``) plus ``deltaflow_runs``: one row per run with its current attributes and ``metrics``/``params``/``tags``
 maps (latest metric values), so a notebook or a Databricks SQL dashboard can read runs directly::
 
     SELECT run_id, status, metrics['rmse'] AS rmse, params['alpha'] AS alpha
@@ -17,6 +17,9 @@ from typing import Any, Optional
 
 
 __all__ = ["runs_view", "register_views"]
+
+# Raw tables whose view takes another name: ``<prefix>_runs`` is the one-row-per-run view.
+_RAW_VIEW_NAMES = {"runs": "run_events"}
 
 
 def _spark_engine(tracking_uri: Optional[str]) -> Any:
@@ -34,7 +37,12 @@ def runs_view(tracking_uri: Optional[str] = None) -> Any:
 
 
 def register_views(tracking_uri: Optional[str] = None, prefix: str = "deltaflow", persistent: bool = False) -> list[str]:
-    """Register temp views ``<prefix>_runs`` and ``<prefix>_<table>`` for every table; returns their names."""
+    """Register temp views ``<prefix>_<table>`` for every table and ``<prefix>_runs`` (one row per run);
+    returns their names, each once.
+
+    The raw ``runs`` table holds one row per run event, so its view is ``<prefix>_run_events``, leaving
+    ``<prefix>_runs`` to the one-row-per-run view.
+    """
     import re
 
     from deltaflow.errors import InvalidArgument
@@ -46,8 +54,9 @@ def register_views(tracking_uri: Optional[str] = None, prefix: str = "deltaflow"
     engine = _spark_engine(tracking_uri)
     names = []
     for table in (t for t in TABLES if t != LEASE_TABLE):
-        engine._df(table).createOrReplaceTempView(f"{prefix}_{table}")
-        names.append(f"{prefix}_{table}")
+        name = f"{prefix}_{_RAW_VIEW_NAMES.get(table, table)}"
+        engine._df(table).createOrReplaceTempView(name)
+        names.append(name)
     runs_view_df(engine).createOrReplaceTempView(f"{prefix}_runs")
     names.append(f"{prefix}_runs")
     if persistent:

@@ -168,16 +168,22 @@ def test_every_order_by_gives_identical_order_on_both_engines(tricky, order):
     assert len(rust) == 12
 
 
-def test_nan_and_null_semantics_are_spark_s_on_both(tricky):
+def test_nan_and_null_semantics_are_mlflow_s_on_both(tricky):
+    """MLflow 3.17 (sqlalchemy and file stores alike): a NaN metric matches only `!=`; ORDER BY puts
+    numbers first, then NaN, then runs without the metric, ascending and descending."""
     uri, exp, _ = tricky
-    client = DeltaflowClient(uri, engine="rust")
-    names = lambda flt: {r.info.run_name for r in client.search_runs([exp], flt)}  # noqa: E731
-    # NaN is above every number (Spark's ordering), NULL/missing never matches.
-    assert {"r01", "r08"} <= names("metrics.acc > 0.9")
-    assert not {"r01", "r08"} & names("metrics.acc < 0.9")
-    assert "r06" not in names("metrics.acc != 0.5")
-    top = [r.info.run_name for r in client.search_runs([exp], order_by=["metrics.acc DESC"])]
-    assert top[:2] == ["r08", "r01"] and top[-1] == "r06"  # NaNs first (tie: later start first), missing last
+    for engine in ENGINES:
+        client = DeltaflowClient(uri, engine=engine)
+        names = lambda flt: {r.info.run_name for r in client.search_runs([exp], flt)}  # noqa: E731
+        for flt in ("metrics.acc > 0", "metrics.acc >= -1e308", "metrics.acc < 1e308", "metrics.acc <= 1",
+                    "metrics.acc = 0.5", "metrics.acc > 0.9"):
+            assert not {"r01", "r08"} & names(flt), (engine, flt)
+        assert {"r01", "r08"} <= names("metrics.acc != 0.5"), engine
+        assert "r06" not in names("metrics.acc != 0.5")
+        for direction in ("DESC", "ASC"):
+            order = [r.info.run_name for r in client.search_runs([exp], order_by=[f"metrics.acc {direction}"])]
+            # NaNs after every number in both directions (tie: later start first), missing last.
+            assert order[-3:] == ["r08", "r01", "r06"], (engine, direction, order)
 
 
 def test_pandas_results_are_identical(tricky):

@@ -161,7 +161,9 @@ def test_sql_view(searched, spark):
 
     client, exp, _ = searched
     names = register_views(client.tracking_uri, prefix="srch")
-    assert "srch_runs" in names
+    assert "srch_runs" in names and "srch_run_events" in names
+    assert len(names) == len(set(names))  # the raw runs view no longer shares the folded view's name
+    assert spark.table("srch_run_events").count() > spark.table("srch_runs").count()
     rows = spark.sql("SELECT run_name, metrics['acc'] AS acc, params['model'] AS model FROM srch_runs "
                      "WHERE status = 'FAILED'").collect()
     assert [(r.run_name, r.acc, r.model) for r in rows] == [("run-4", 0.4, "forest")]

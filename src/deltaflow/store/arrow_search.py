@@ -6,8 +6,9 @@ Spark compilation returns — the same rows in the same order — which the stor
 every search test on both engines. Semantics kept identical to Spark's:
 
 * a run lacking the metric/param/tag a clause names does not match; a NULL comparison is false;
-* NaN metrics compare as Spark does: NaN equals NaN and is greater than every number;
-* ORDER BY puts runs lacking the key last in either direction; NaN sorts above every number;
+* NaN metrics compare as MLflow's stores do: NaN matches only ``!=`` (never ``=, >, >=, <, <=``);
+* ORDER BY puts runs lacking the key last in either direction and NaN just before them (after every
+  number, ascending or descending), as MLflow does;
   ties break on start_time DESC (nulls last), then run_id ASC.
 
 User text only ever becomes pyarrow scalars and LIKE patterns compiled to RE2 regexes, which RE2
@@ -214,23 +215,20 @@ def like_to_re2(pattern: str) -> str:
     return "".join(out)
 
 
+_ORDERED = {"=": pc.equal, ">": pc.greater, ">=": pc.greater_equal, "<": pc.less, "<=": pc.less_equal}
+
+
 def compare(values: Any, op: str, value: Any) -> Any:
     """A boolean mask (NULL where the value is NULL, which filtering drops, as SQL does)."""
     is_float = pa.types.is_floating(values.type)
     if op in ("=", "!=", ">", ">=", "<", "<="):
         value = _arrow.scalar(float(value) if is_float else value, values.type)
-    if op == "=":
-        return pc.equal(values, value)
     if op == "!=":
         return pc.not_equal(values, value)
-    if op in (">", ">="):
-        mask = pc.greater(values, value) if op == ">" else pc.greater_equal(values, value)
-        # Spark: NaN is greater than every number (IEEE says the comparison is false).
-        return pc.or_(mask, pc.is_nan(values)) if is_float else mask
-    if op == "<":
-        return pc.less(values, value)
-    if op == "<=":
-        return pc.less_equal(values, value)
+    if op in _ORDERED:
+        mask = _ORDERED[op](values, value)
+        # MLflow: a NaN metric matches none of =, >, >=, <, <= (whatever the literal).
+        return pc.and_(mask, pc.invert(pc.is_nan(values))) if is_float else mask
     if op in ("LIKE", "ILIKE"):
         return pc.match_substring_regex(values, pattern=like_to_re2(value), ignore_case=op == "ILIKE")
     if op in ("IN", "NOT IN"):
@@ -274,12 +272,15 @@ def _apply_clause(engine: Engine, state: pa.Table, clause: Any, query: RunQuery)
 
 
 def _sort_keys(column: Any, ascending: bool) -> "list[np.ndarray]":
-    """Keys for np.lexsort, most significant first: NULLs last, then the value's dense rank."""
+    """Keys for np.lexsort, most significant first: numbers, then NaN, then NULL (MLflow's order in
+    both directions), then the value's dense rank."""
     import numpy as np
 
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    nulls = _arrow.to_numpy(pc.is_null(array), np.int8)
-    # Dense rank of the values: NaN ranks above every number, like Spark's ordering.
+    nulls = _arrow.to_numpy(pc.is_null(array), np.int8) * 2
+    if pa.types.is_floating(array.type):
+        nulls = nulls + _arrow.to_numpy(pc.fill_null(pc.is_nan(array), False), np.int8)
+    # Dense rank of the values (all NaNs share one rank, so ties among them fall to the next keys).
     ranks = _arrow.to_numpy(pc.rank(array, sort_keys="ascending", tiebreaker="dense"), np.int64)
     return [nulls, ranks if ascending else -ranks]
 

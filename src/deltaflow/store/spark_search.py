@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from deltaflow.store.spark_engine import SparkEngine
 
-__all__ = ["search_run_ids", "search_runs_df", "runs_wide_df", "runs_view_df", "run_bounded"]
+__all__ = ["search_run_ids", "search_runs_df", "order_columns", "runs_wide_df", "runs_view_df", "run_bounded"]
 
 T = TypeVar("T")
 
@@ -107,7 +107,11 @@ def _apply_clause(engine: "SparkEngine", df: "DataFrame", clause: Any, query: Ru
         return df.join(values, "run_id", "left_anti")
     if op == "IS NOT NULL":
         return df.join(values, "run_id", "left_semi")
-    matches = values.where(_compare(F.col("value"), op, value)).select("run_id")
+    condition = _compare(F.col("value"), op, value)
+    if entity == "metric" and op in ("=", ">", ">=", "<", "<="):
+        # MLflow: a NaN metric matches none of =, >, >=, <, <= (Spark ranks NaN above every number).
+        condition = condition & ~F.isnan(F.col("value"))
+    matches = values.where(condition).select("run_id")
     return df.join(matches, "run_id", "left_semi")
 
 
@@ -118,7 +122,6 @@ def search_runs_df(engine: "SparkEngine", query: RunQuery) -> "DataFrame":
     df = _candidates(engine, query)
     for clause in query.clauses:
         df = _apply_clause(engine, df, clause, query)
-    sort_columns: list["Column"] = []
     for index, order in enumerate(query.order_by):
         name = f"_o{index}"
         if order.entity == "attribute":
@@ -126,9 +129,24 @@ def search_runs_df(engine: "SparkEngine", query: RunQuery) -> "DataFrame":
         else:
             values = _key_values(engine, order.entity, order.key, query).withColumnRenamed("value", name)
             df = df.join(values, "run_id", "left")
-        sort_columns.append(F.col(name).asc_nulls_last() if order.ascending else F.col(name).desc_nulls_last())
+    return df.orderBy(*order_columns(query))
+
+
+def order_columns(query: RunQuery) -> list["Column"]:
+    """The sort of a search over its ``_o<i>`` columns: each ORDER BY term, then start_time DESC, run_id.
+
+    A metric term sorts as MLflow's does in both directions: numbers, then NaN, then runs without it.
+    """
+    from pyspark.sql import functions as F
+
+    sort_columns: list["Column"] = []
+    for index, order in enumerate(query.order_by):
+        column = F.col(f"_o{index}")
+        if order.entity == "metric":
+            sort_columns.append(F.when(column.isNull(), 2).when(F.isnan(column), 1).otherwise(0).asc())
+        sort_columns.append(column.asc_nulls_last() if order.ascending else column.desc_nulls_last())
     sort_columns += [F.col("start_time").desc_nulls_last(), F.col("run_id").asc()]
-    return df.orderBy(*sort_columns)
+    return sort_columns
 
 
 def search_run_ids(engine: "SparkEngine", query: RunQuery) -> list[str]:

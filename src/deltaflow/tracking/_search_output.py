@@ -47,7 +47,7 @@ def search_spark(store: Any, experiment_ids: Sequence[str], filter_string: Optio
                  order_by: Optional[Sequence[str]], max_results: Optional[int]) -> Any:
     """The same search as a lazily evaluated Spark DataFrame (all matches up to ``max_results``)."""
     engine = store.spark_engine()  # MissingDependency naming deltaflow[spark] without pyspark
-    from deltaflow.store.spark_search import runs_wide_df, search_runs_df
+    from deltaflow.store.spark_search import order_columns, runs_wide_df, search_runs_df
 
     query = store.run_query(experiment_ids, filter_string, run_view_type, order_by)
     ordered = search_runs_df(engine, query)
@@ -55,11 +55,4 @@ def search_spark(store: Any, experiment_ids: Sequence[str], filter_string: Optio
         ordered = ordered.limit(max_results)
     wide = runs_wide_df(engine, ordered)
     order_cols = [c for c in wide.columns if c.startswith("_o")]
-    from pyspark.sql import functions as F
-
-    sort = []
-    for index, order in enumerate(query.order_by):
-        col = F.col(f"_o{index}")
-        sort.append(col.asc_nulls_last() if order.ascending else col.desc_nulls_last())
-    sort += [F.col("start_time").desc_nulls_last(), F.col("run_id").asc()]
-    return wide.orderBy(*sort).drop(*order_cols)
+    return wide.orderBy(*order_columns(query)).drop(*order_cols)
