@@ -184,6 +184,14 @@ def test_nan_and_null_semantics_are_mlflow_s_on_both(tricky):
             order = [r.info.run_name for r in client.search_runs([exp], order_by=[f"metrics.acc {direction}"])]
             # NaNs after every number in both directions (tie: later start first), missing last.
             assert order[-3:] == ["r08", "r01", "r06"], (engine, direction, order)
+    import deltaflow
+
+    deltaflow.set_tracking_uri(uri)
+    try:  # output_format="spark" re-sorts the wide frame: the same order
+        frame = deltaflow.search_runs([exp], order_by=["metrics.acc DESC"], output_format="spark")
+        assert [r["tags.mlflow.runName"] for r in frame.collect()][-3:] == ["r08", "r01", "r06"]
+    finally:
+        deltaflow.set_tracking_uri(None)
 
 
 def test_pandas_results_are_identical(tricky):
