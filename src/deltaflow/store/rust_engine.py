@@ -60,6 +60,11 @@ def _mark_forked() -> None:
     _forked_child = True
 
 
+def forked_after_start() -> bool:
+    """Whether this process was forked from one that had loaded delta-rs (which cannot be used here)."""
+    return _forked_child
+
+
 if hasattr(os, "register_at_fork"):
     # delta-rs drives I/O on a tokio runtime whose threads do not survive fork(); a forked child
     # that touches it deadlocks. Refuse clearly instead (see RustEngine._check_process).

@@ -126,9 +126,10 @@ class TrackingStore(ExperimentsMixin):
         if self._healed_at is not None and now - self._healed_at < 60.0:
             return
         self._healed_at = now
-        from deltaflow.store.rust_engine import supports
+        from deltaflow.store import rust_engine
 
-        if supports(self.location):
+        # delta-rs cannot run in a process forked after it started; the engine itself says so.
+        if rust_engine.supports(self.location) and not rust_engine.forked_after_start():
             from deltaflow.store.recovery import heal_quietly
 
             heal_quietly(self.location)
