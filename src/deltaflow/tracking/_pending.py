@@ -81,7 +81,8 @@ def settle_for_read() -> None:
     with _lock:
         futures = [f for fs in _futures.values() for f in fs if not f.done()]
     if futures:
-        _drain(futures, None, raise_errors=False)
+        # Wait only: the work stays registered, so flush()/end_run still report its errors.
+        concurrent.futures.wait(futures)
 
 
 def pending_runs() -> list[str]:
