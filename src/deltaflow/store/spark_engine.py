@@ -288,6 +288,8 @@ class SparkEngine(Engine):
     def delete_where(self, table: str, where: Where) -> int:
         if not where.terms:
             raise StorageError("refusing to delete every row of a table")
+        if table not in self._ready and not self._exists(table):
+            return 0  # tables are created by their first write: nothing to delete yet
         condition = self._condition(where)
         retry_conflicts(lambda: self._delta_table(table).delete(condition), is_conflict=is_conflict,
                         attempts=20, what=f"deleting from {table}")
