@@ -253,6 +253,15 @@ def _read_commit(table_uri: str, version: int, storage_options: Optional[dict[st
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def read_data_file(table_uri: str, path: str, columns: Sequence[str]) -> pa.Table:
+    """One data file a commit names (a path relative to the table, or absolute), read directly:
+    it is still on storage after a remove until VACUUM."""
+    import pyarrow.parquet as pq
+
+    full = path if "://" in path else f"{table_uri.rstrip('/')}/{path}"
+    return pq.read_table(full[len("file://"):] if full.startswith("file://") else full, columns=list(columns))
+
+
 def _marker_of(actions: list[dict[str, Any]]) -> Optional[str]:
     for action in actions:
         info = action.get("commitInfo")
@@ -301,7 +310,6 @@ def _repair(location: StoreLocation, table: str, doubled: set[str], cause: str,
     """Each row of a doubly removed file is live one time too many: rewrite the rows of the ids those
     files hold with one copy of each such row taken out (one commit, conflict-checked by delta-rs
     because it removes files with dataChange=true)."""
-    import pyarrow.parquet as pq
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
     from deltaflow.store import _arrow
@@ -313,8 +321,7 @@ def _repair(location: StoreLocation, table: str, doubled: set[str], cause: str,
     extra = Counter()
     ids: set[Any] = set()
     for path in sorted(doubled):
-        full = path if "://" in path else f"{uri.rstrip('/')}/{path}"
-        rows = pq.read_table(full[len("file://"):] if full.startswith("file://") else full).select(schema.names)
+        rows = read_data_file(uri, path, schema.names)
         ids.update(rows.column(id_column).to_pylist())
         extra.update(_row_key(r) for r in zip(*(rows.column(n).to_pylist() for n in schema.names)))
     predicate = f'"{id_column}" IN ({", ".join(_literal(v) for v in sorted(ids))})'

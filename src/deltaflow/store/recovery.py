@@ -35,11 +35,10 @@ def heal_torn_flushes(location: StoreLocation, storage_options: Optional[dict[st
                       window: Optional[int] = 200, grace_s: float = 5.0) -> int:
     """Commit the latest-value candidates of every torn flush among the last ``window`` commits of
     ``metrics`` (None: all of them) older than ``grace_s``. Returns how many flushes were healed."""
-    import pyarrow.parquet as pq
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
     from deltaflow.store import _arrow
-    from deltaflow.store.compaction import _marker_of
+    from deltaflow.store.compaction import _marker_of, read_data_file
 
     metrics_uri = location.table_path("metrics")
     latest_uri = location.table_path("latest_metrics")
@@ -70,9 +69,7 @@ def heal_torn_flushes(location: StoreLocation, storage_options: Optional[dict[st
     for version, marker, paths in torn:
         best: dict[tuple[str, str], tuple] = {}
         for path in paths:
-            full = path if "://" in path else f"{metrics_uri.rstrip('/')}/{path}"
-            rows = pq.read_table(full[len("file://"):] if full.startswith("file://") else full,
-                                 columns=schema.names)
+            rows = read_data_file(metrics_uri, path, schema.names)
             cols = [rows.column(n).to_pylist() for n in schema.names]
             for run_id, experiment_id, key, value, step, ts in zip(*cols):
                 cur = best.get((run_id, key))
