@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
-EXTRAS="${DELTAFLOW_EXTRAS:-spark,dev,bench}"
+EXTRAS="${DELTAFLOW_EXTRAS:-spark,serving,dev,bench}"
 
 if ! command -v java >/dev/null 2>&1 && [ -z "${JAVA_HOME:-}" ]; then
   echo "setup: Java 17 is required for Spark (install a JDK 17 or set JAVA_HOME)" >&2
