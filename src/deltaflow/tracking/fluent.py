@@ -45,6 +45,9 @@ __all__ = [
 
 EXPERIMENT_ID_ENVS = ("DELTAFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_ID")
 EXPERIMENT_NAME_ENVS = ("DELTAFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_NAME")
+# Set by a launcher (deltaflow run, mlflow run) for the process it starts: that process's first
+# start_run() resumes this run instead of creating one.
+RUN_ID_ENVS = ("DELTAFLOW_RUN_ID", "MLFLOW_RUN_ID")
 
 _run_stack: contextvars.ContextVar[tuple["ActiveRun", ...]] = contextvars.ContextVar("deltaflow_runs", default=())
 _last_run_id: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("deltaflow_last_run", default=None)
@@ -106,7 +109,10 @@ def start_run(
     description: Optional[str] = None,
     log_system_metrics: Optional[bool] = None,
 ) -> ActiveRun:
-    """Start a new run, or resume ``run_id``; use as a context manager to end it automatically."""
+    """Start a new run, or resume ``run_id``; use as a context manager to end it automatically.
+
+    With no ``run_id`` and no active run, the run named by ``DELTAFLOW_RUN_ID`` or ``MLFLOW_RUN_ID``
+    (set by ``deltaflow run`` for the entry point's process) is resumed, as in MLflow."""
     del log_system_metrics  # accepted for MLflow compatibility; not collected yet
     if run_id is not None:
         V.validate_run_id(run_id)
@@ -129,6 +135,11 @@ def start_run(
         )
     if parent_run_id is None and nested and stack:
         parent_run_id = stack[-1].info.run_id
+    if run_id is None and not stack:
+        run_id = _run_id_from_env()
+        if run_id is not None and experiment_id is None:
+            # as in MLflow: the run must belong to the experiment set_experiment() chose, if any
+            experiment_id = _active_experiment.get(client.tracking_uri)
     if run_id is not None:
         existing = client.get_run(run_id)
         if existing.info.lifecycle_stage != LifecycleStage.ACTIVE:
@@ -158,6 +169,14 @@ def start_run(
         _open_runs[active.info.run_id] = active
     _ensure_exit_hook()
     return active
+
+
+def _run_id_from_env() -> Optional[str]:
+    """The run a launcher handed over in DELTAFLOW_RUN_ID (or MLflow's MLFLOW_RUN_ID); both are
+    removed once read, as MLflow does, so later start_run() calls create runs of their own."""
+    found = [os.environ.pop(env, None) for env in RUN_ID_ENVS]
+    run_id = next((value for value in found if value), None)
+    return V.validate_run_id(run_id) if run_id is not None else None
 
 
 def _end(run_id: str, status: str) -> None:
