@@ -85,9 +85,20 @@ def watches_registry(uri: str) -> bool:
 
 
 def _client(tracking_uri: Optional[str]) -> Any:
+    """A client reading the store through delta-rs only: the server process never starts a JVM."""
+    from deltaflow.config import resolve_location
+    from deltaflow.store.factory import choose_engine
     from deltaflow.tracking.client import DeltaflowClient
 
-    # delta-rs only: the server process must not start a JVM to read the registry.
+    location = resolve_location(tracking_uri)
+    try:
+        choose_engine(location, "rust")
+    except InvalidArgument as exc:
+        raise InvalidArgument(
+            f"the scoring server reads the registry through delta-rs, so that no JVM runs in the server "
+            f"process, and delta-rs cannot read store {location.uri!r} ({exc.message}). Serve a model folder "
+            "or a store delta-rs reaches, or export the model (`deltaflow models export`) where Spark "
+            "runs") from exc
     return DeltaflowClient(tracking_uri, engine="rust")
 
 
