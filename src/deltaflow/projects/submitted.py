@@ -88,11 +88,12 @@ class LocalSubmittedRun(SubmittedRun):
 
     ``on_exit(status, exit_code)`` is called once, when the process has ended (whoever notices first:
     :meth:`wait`, :meth:`get_status`, :meth:`cancel` or the watcher thread); it must make the
-    terminal status durable. Its error, if any, is raised by the call that noticed.
+    terminal status durable, and may return the status it recorded instead (e.g. the one the entry
+    point set itself). Its error, if any, is raised by the call that noticed.
     """
 
     def __init__(self, run_id: str, process: "subprocess.Popen[bytes]",
-                 on_exit: Optional[Callable[[str, int], None]] = None, *,
+                 on_exit: Optional[Callable[[str, int], Optional[str]]] = None, *,
                  kill_grace_s: float = DEFAULT_KILL_GRACE_S, watch: bool = True) -> None:
         self._run_id = run_id
         self.command_proc = process  # MLflow's attribute name
@@ -134,7 +135,7 @@ class LocalSubmittedRun(SubmittedRun):
                 status = status_for_exit(code, self._cancelled)
                 try:
                     if self._on_exit is not None:
-                        self._on_exit(status, code)
+                        status = self._on_exit(status, code) or status
                 except BaseException as exc:  # noqa: BLE001 - re-raised below, to every caller
                     self._record_error = exc
                 else:
