@@ -97,6 +97,19 @@ def serve(ctx: click.Context, model_uri: str, host: str, port: int, workers: int
 
 
 @click.command("export")
-def export() -> None:
-    """(in progress)"""
-    raise click.ClickException("not built yet")
+@click.option("-m", "--model-uri", required=True, metavar="URI",
+              help="models:/name@alias, models:/name/<version|stage|latest>, runs:/<run_id>/<path> or a folder.")
+@click.option("-o", "--output", "output_dir", required=True, metavar="DIR",
+              help="A new (or empty) folder to write the bundle to.")
+@click.pass_context
+def export(ctx: click.Context, model_uri: str, output_dir: str) -> None:
+    """Write a folder that predicts without Spark, the store or deltaflow: the model, predict.py,
+    pinned requirements.txt."""
+    from deltaflow.serving.export import export_model
+
+    bundle = export_model(model_uri, output_dir, tracking_uri=_tracking_uri(ctx))
+    version = f" (version {bundle.version})" if bundle.version is not None else ""
+    kind = {"sklearn": "scikit-learn", "python_model": "custom Python"}.get(bundle.kind, bundle.kind)
+    click.echo(f"exported {bundle.source}{version}, a {kind} model, to {bundle.path}")
+    click.echo(f"  pip install -r {bundle.path}/requirements.txt   # {', '.join(bundle.requirements)}")
+    click.echo(f"  python {bundle.path}/predict.py input.csv")

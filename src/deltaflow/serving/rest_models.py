@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 from deltaflow.errors import DeltaflowError, InvalidArgument, NotFound
 
-__all__ = ["ServedModel", "ModelSlot", "ModelWatcher", "load_served", "watches_registry", "check_servable",
+__all__ = ["ServedModel", "ModelSlot", "ModelWatcher", "load_served", "model_folder", "watches_registry", "check_servable",
            "resolve_version"]
 
 _log = logging.getLogger("deltaflow.serving")
@@ -119,7 +119,10 @@ def resolve_version(client: Any, uri: str) -> Any:
     return max(found, key=lambda v: v.version)
 
 
-def _local_copy(uri: str, tracking_uri: Optional[str], client: Any, version: Optional[int]) -> tuple[str, Optional[int]]:
+def model_folder(uri: str, tracking_uri: Optional[str], client: Any, version: Optional[int]) -> tuple[str, Optional[int]]:
+    """A local folder holding the model ``uri`` names, and its registry version (``models:/`` URIs).
+
+    ``client`` reads the registry (a delta-rs one is made when None); ``version`` pins a ``models:/`` URI."""
     from deltaflow.models.uri import download_model, parse_model_uri
 
     parsed = parse_model_uri(uri)
@@ -145,7 +148,7 @@ def load_served(uri: str, tracking_uri: Optional[str] = None, *, version: Option
     from deltaflow import pyfunc
     from deltaflow.models.model import Model
 
-    path, found = _local_copy(uri, tracking_uri, client, version)
+    path, found = model_folder(uri, tracking_uri, client, version)
     where = f"the model {uri!r}" + (f" (version {found})" if found is not None else "")
     check_servable(Model.load(path), where)
     return ServedModel(pyfunc.load_model(path), uri, path, found)
