@@ -213,3 +213,14 @@ def test_importing_projects_loads_no_engine() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout.strip()
     assert out == "[]"
+
+
+def test_public_surface() -> None:
+    import deltaflow.projects as projects
+    from deltaflow.projects import submitted
+
+    assert sorted(projects.__all__) == ["LocalSubmittedRun", "RunFailed", "SubmittedRun", "load_project", "run"]
+    assert all(getattr(projects, name) is not None for name in projects.__all__)
+    assert issubclass(projects.LocalSubmittedRun, projects.SubmittedRun)
+    # the abstract handle cannot be made without its four members
+    assert submitted.SubmittedRun.__abstractmethods__ == {"run_id", "wait", "get_status", "cancel"}

@@ -139,11 +139,11 @@ def run(uri: str, entry_point: str = "main", parameters: Optional[Mapping[str, A
     fetched = fetch_project(uri, version)
     try:
         project = load_project(fetched.directory)
-        if project.databricks_spark_job is not None and backend != "databricks":
-            raise InvalidArgument(f"project {fetched.directory} is a databricks_spark_job; it runs on the databricks "
-                                  "backend only")
-        entry = project.get_entry_point(entry_point) if project.databricks_spark_job is None or project.entry_points \
-            else None
+        python_file = project.databricks_spark_job.python_file if project.databricks_spark_job else None
+        if python_file is not None and backend != "databricks":
+            raise InvalidArgument(f"project {fetched.directory} is a databricks_spark_job running {python_file!r}; it "
+                                  "runs on the databricks backend only")
+        entry = project.get_entry_point(entry_point) if python_file is None else None
         declared, extra = entry.resolve_parameters(parameters, local_paths=backend == "local") if entry else ({}, {})
         params = _checked_params({**declared, **extra})
         if backend == "local":
@@ -173,9 +173,12 @@ def run(uri: str, entry_point: str = "main", parameters: Optional[Mapping[str, A
         fetched.cleanup()
         raise
     if backend == "databricks":
-        return run_databricks(fetched.directory, entry_point, dict(parameters or {}), run_id=run_id,
-                              experiment_id=exp_id, tracking_uri=location.uri, backend_config=config,
-                              synchronous=synchronous, env_manager=env_manager)
+        try:  # the backend packs the folder before it returns, so a checkout made for the run can go
+            return run_databricks(fetched.directory, entry_point, dict(parameters or {}), run_id=run_id,
+                                  experiment_id=exp_id, tracking_uri=location.uri, backend_config=config,
+                                  synchronous=synchronous, env_manager=env_manager)
+        finally:
+            fetched.cleanup()
     assert entry is not None  # noqa: S101 - a local project always has its entry point resolved
     return _run_local(client, run_id, exp_id, location, fetched, plan, entry.render(declared, extra), synchronous)
 
