@@ -153,11 +153,17 @@ def enforce_schema(data: Any, schema: Optional[Schema]) -> Any:
     if extra:
         _log.warning("ignoring input columns not in the model signature: %s", extra)
     out = {}
+    changed = False
     for spec in schema.inputs:
         if spec.name not in present:
             continue  # optional and absent
         col = data[present[spec.name]]
         out[spec.name] = _enforce_column(spec.name, col, spec.type) if spec.is_scalar else col
+        changed = changed or out[spec.name] is not col
+    if not changed and list(data.columns) == list(out):
+        # Already the signature's columns, order and types (a scoring server's parsed request): a
+        # shallow copy keeps the frame's blocks and labels, where rebuilding costs ~0.3 ms per call.
+        return data.copy(deep=False)
     return pd.DataFrame(out, index=data.index)
 
 
