@@ -13,6 +13,7 @@ path named, e.g. ``jobs/train.yml: tasks[0].spark_python_task.pyton_file: unknow
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ def _check_fields(value: Any, kind: str, where: str) -> None:
         raise _fail(where or "the spec", f"must be a mapping of {', '.join(sorted(allowed))}, got {value!r}")
     for key in value:
         if key not in allowed:
-            near = [k for k in allowed if k.replace("_", "")[:4] == str(key).replace("_", "")[:4]]
+            near = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.75)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise _fail(f"{where}.{key}" if where else key,
                         f"unknown field{hint}; allowed here: {', '.join(sorted(allowed))}")

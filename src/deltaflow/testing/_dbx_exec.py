@@ -199,18 +199,56 @@ def _wait(process: subprocess.Popen, run: RunRecord, deadline: Optional[float]) 
     return "exited"
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (a task may start processes in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def _kill(process: subprocess.Popen) -> None:
-    """Ends the task's whole process group (a task may have started a JVM)."""
+    """Ends the task's process group and every process it started (a cancelled driver leaves nothing)."""
     for sig, grace in ((signal.SIGTERM, _KILL_GRACE_S), (signal.SIGKILL, 10.0)):
+        victims = _descendants(process.pid)
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
-            break
+            pass
+        for pid in victims:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                continue
         try:
             process.wait(timeout=grace)
-            break
         except subprocess.TimeoutExpired:
             continue
+        deadline = time.time() + grace
+        while time.time() < deadline and any(_alive(pid) for pid in victims):
+            time.sleep(0.05)
+        if not any(_alive(pid) for pid in victims):
+            break
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _read_result(path: Path) -> dict[str, Any]:
