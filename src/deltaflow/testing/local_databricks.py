@@ -313,6 +313,8 @@ def _handler_for(db: LocalDatabricks) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, data: bytes, content_type: str = _JSON,
                   headers: Optional[dict[str, str]] = None) -> None:
+            # Recorded before answering, so a client that got its answer finds its request in the log.
+            db.requests.append((self.command, urlsplit(self.path).path, status))
             self.send_response(status)
             head = {"Content-Type": content_type, "Content-Length": str(len(data)), **(headers or {})}
             for name, value in head.items():
@@ -320,7 +322,6 @@ def _handler_for(db: LocalDatabricks) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
-            db.requests.append((self.command, urlsplit(self.path).path, status))
 
         def _error(self, err: ApiError) -> None:
             self._send(err.status, json.dumps({"error_code": err.error_code, "message": err.message}).encode())
