@@ -21,7 +21,7 @@ def main() -> None:
     deltaflow.set_tracking_uri(args.tracking_uri)
     keys = [k for k in args.key.split(",") if k] or None
     result = deltaflow.batch_score(args.input, args.model_uri, args.output, mode=args.mode,
-                                   key=keys[0] if keys and len(keys) == 1 else keys)
+                                   key=keys[0] if keys and len(keys) == 1 else keys, tracking_uri=args.tracking_uri)
     print(f"scored {args.input} with {args.model_uri} into {args.output}: {result}")
 
 
