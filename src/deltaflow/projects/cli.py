@@ -83,7 +83,8 @@ def run(ctx: click.Context, uri: str, entry_point: str, version: Optional[str], 
         click.echo(f"error: {exc.message}", err=True)
         ctx.exit(1)
     except KeyboardInterrupt:
-        click.echo("error: interrupted (an entry point already started was stopped and its run recorded KILLED)", err=True)
+        click.echo("error: interrupted (an entry point already started was stopped and its run recorded KILLED)",
+                   err=True)
         ctx.exit(130)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -28,7 +28,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -113,8 +112,8 @@ class PythonEnv:
             else:
                 others.append(str(dep))
         if others:
-            raise InvalidArgument(f"{path} lists conda packages {', '.join(repr(o) for o in others)}, which a virtualenv "
-                                  "cannot install; run with --env-manager conda, or move them under pip:")
+            raise InvalidArgument(f"{path} lists conda packages {', '.join(repr(o) for o in others)}, which a "
+                                  "virtualenv cannot install; run with --env-manager conda, or move them under pip:")
         return cls(python or cls.current().python, (), tuple(pip_lines))
 
 
@@ -192,7 +191,8 @@ def plan_environment(project: Project, env_manager: Optional[str]) -> Environmen
     elif project.env_type == "conda_env":
         python_env, source = PythonEnv.from_conda_yaml(project.env_file), project.env_file  # type: ignore[arg-type]
     elif os.path.isfile(os.path.join(project.directory, "requirements.txt")):
-        python_env, source = PythonEnv.current(("-r requirements.txt",)), os.path.join(project.directory, "requirements.txt")
+        source = os.path.join(project.directory, "requirements.txt")
+        python_env = PythonEnv.current(("-r requirements.txt",))
     else:
         python_env, source = PythonEnv.current(), None
     _find_python(python_env.python, source)
@@ -307,6 +307,8 @@ def _virtualenv(python_env: PythonEnv, project_dir: str, source: Optional[str]) 
         if python_env.build_dependencies:
             _run(pip + list(python_env.build_dependencies), "installing build_dependencies", cwd=project_dir)
         if python_env.dependencies:
+            import uuid
+
             # pip reads the lines from a file beside the project's own, so "-r requirements.txt" resolves there
             req = os.path.join(project_dir, f".deltaflow-requirements-{uuid.uuid4().hex[:8]}.txt")
             with open(req, "w", encoding="utf-8") as fh:
@@ -316,7 +318,8 @@ def _virtualenv(python_env: PythonEnv, project_dir: str, source: Optional[str]) 
             finally:
                 os.remove(req)
 
-    return _cached(prefix, spec, build, f"virtualenv (Python {version}, {len(python_env.dependencies)} dependency lines)")
+    what = f"virtualenv (Python {version}, {len(python_env.dependencies)} dependency lines)"
+    return _cached(prefix, spec, build, what)
 
 
 def _cached(prefix: str, spec: Mapping[str, Any], build: Any, what: str) -> tuple[str, bool]:

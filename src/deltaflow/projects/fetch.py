@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Optional
@@ -185,6 +184,8 @@ def _last_line(exc: subprocess.CalledProcessError) -> str:
 
 
 def _checkout(url: str, version: Optional[str], sub: str, uri: str, source: str) -> FetchedProject:
+    import tempfile
+
     root = tempfile.mkdtemp(prefix=_TEMP_PREFIX)
     shown = _strip_credentials(url)
     try:
@@ -197,7 +198,8 @@ def _checkout(url: str, version: Optional[str], sub: str, uri: str, source: str)
             branch = _fetched_branch(root) if version is not None else None
         except subprocess.CalledProcessError as shallow_error:
             if version is None:
-                raise InvalidArgument(f"could not fetch git repository {shown!r}: {_last_line(shallow_error)}") from None
+                raise InvalidArgument(
+                    f"could not fetch git repository {shown!r}: {_last_line(shallow_error)}") from None
             # A server that refuses to send one commit by its id: fetch everything, then check out.
             try:
                 _git(["fetch", "-q", "--tags", "origin"], cwd=root)

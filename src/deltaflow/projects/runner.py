@@ -159,8 +159,9 @@ def run(uri: str, entry_point: str = "main", parameters: Optional[Mapping[str, A
         client = DeltaflowClient(location.uri)
         from deltaflow.tracking._context import resolve_user
 
-        tags = {"mlflow.user": resolve_user(), "mlflow.source.name": fetched.source_name, "mlflow.source.type": "PROJECT",
-                "mlflow.project.entryPoint": entry_point, "mlflow.project.backend": backend, **fetched.tags()}
+        tags = {"mlflow.user": resolve_user(), "mlflow.source.name": fetched.source_name,
+                "mlflow.source.type": "PROJECT", "mlflow.project.entryPoint": entry_point,
+                "mlflow.project.backend": backend, **fetched.tags()}
         if env_tag:
             tags["mlflow.project.env"] = env_tag
         if run_id is None:

@@ -247,8 +247,9 @@ class Project:
             inside = os.path.commonpath([path, os.path.abspath(self.directory)]) == os.path.abspath(self.directory)
             if inside and os.path.isfile(path):
                 return EntryPoint(name, f"{_SCRIPT_RUNNERS[ext]()} {shlex.quote(name)}", {})
-            raise InvalidArgument(f"entry point {name!r} is not declared{' in ' + self.mlproject_path if self.mlproject_path else ''}"
-                                  f" and there is no script {name!r} in project {self.directory}")
+            where = f" in {self.mlproject_path}" if self.mlproject_path else ""
+            raise InvalidArgument(f"entry point {name!r} is not declared{where} and there is no script {name!r} in "
+                                  f"project {self.directory}")
         listed = ", ".join(repr(d) for d in declared) if declared else "none declared"
         raise InvalidArgument(
             f"entry point {name!r} is not in project {self.directory} (entry points: {listed}); an entry "
@@ -436,7 +437,8 @@ def _parse_spark_job(raw: Any, entry_points: Mapping[str, EntryPoint], env_type:
     unknown = [k for k in raw if k not in ("python_file", "parameters", "python_libraries")]
     if unknown:
         raise InvalidArgument(f"{where}: databricks_spark_job has unknown field(s) "
-                              f"{', '.join(repr(k) for k in unknown)}; allowed: python_file, parameters, python_libraries")
+                              f"{', '.join(repr(k) for k in unknown)}; allowed: python_file, parameters, "
+                              "python_libraries")
     python_file = raw.get("python_file")
     if python_file is not None and not isinstance(python_file, str):
         raise InvalidArgument(f"{where}: databricks_spark_job python_file {_show(python_file)} must be text")
@@ -449,5 +451,6 @@ def _parse_spark_job(raw: Any, entry_points: Mapping[str, EntryPoint], env_type:
             if param.type == "path":
                 raise InvalidArgument(f"{where}: parameter {param.name!r} of entry point {ep.name!r} is of type "
                                       "path, which a databricks_spark_job cannot take")
-    return DatabricksSparkJob(python_file, _str_list(raw.get("parameters"), f"{where}: databricks_spark_job parameters"),
-                              _str_list(raw.get("python_libraries"), f"{where}: databricks_spark_job python_libraries"))
+    what = f"{where}: databricks_spark_job"
+    return DatabricksSparkJob(python_file, _str_list(raw.get("parameters"), f"{what} parameters"),
+                              _str_list(raw.get("python_libraries"), f"{what} python_libraries"))
