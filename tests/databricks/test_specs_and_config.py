@@ -190,3 +190,13 @@ def test_life_cycle_and_result_states_map_to_run_statuses():
     assert status_for_state("TERMINATED", "TIMEDOUT") == RunStatus.FAILED
     assert status_for_state("INTERNAL_ERROR", None) == RunStatus.FAILED
     assert status_for_state("SKIPPED", None) == RunStatus.FAILED
+
+
+def test_a_local_folder_store_is_refused_for_a_real_workspace():
+    from deltaflow.projects.databricks import _check_reachable
+
+    _check_reachable("/tmp/store", "http://127.0.0.1:8080")  # a local emulator runs on this machine
+    for reachable in ("/Volumes/main/ml/deltaflow/store", "dbfs:/deltaflow", "metastore:main.ml", "s3://b/x"):
+        _check_reachable(reachable, "https://adb-1.azuredatabricks.net")
+    with pytest.raises(InvalidArgument, match="'./deltaflow-store' is a folder on this machine"):
+        _check_reachable("./deltaflow-store", "https://adb-1.azuredatabricks.net")

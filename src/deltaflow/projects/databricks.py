@@ -74,6 +74,21 @@ def status_for_state(life_cycle: str, result: Optional[str]) -> str:
     return RunStatus.FAILED
 
 
+def _check_reachable(tracking_uri: str, host: str) -> None:
+    """A store in a folder of this machine cannot be reached from a workspace's cluster (only from a local
+    emulator on this machine)."""
+    from urllib.parse import urlsplit
+
+    if urlsplit(host or "").hostname in ("127.0.0.1", "localhost", "::1"):
+        return
+    remote = ("dbfs:/", "/dbfs/", "/Volumes/", "/Workspace/", "metastore:", "s3://", "s3a://", "gs://", "abfss://",
+              "az://", "wasbs://", "hdfs://", "databricks")
+    if not tracking_uri.startswith(remote):
+        raise InvalidArgument(f"the tracking store {tracking_uri!r} is a folder on this machine, which a Databricks "
+                              f"cluster of {host} cannot reach; track into a Volume (/Volumes/...), dbfs:/..., an "
+                              "object store URI or metastore:<catalog>.<schema>")
+
+
 def _launcher_source() -> bytes:
     from deltaflow.projects import _remote
 
@@ -152,6 +167,7 @@ def run_databricks(project_dir: str, entry_point: str, parameters: dict[str, str
     try:
         config = parse_databricks_config(backend_config)
         w = workspace_client(config.profile, config.host)
+        _check_reachable(tracking_uri, w.config.host)
         root = config.upload_to or f"{home_folder(w)}/.deltaflow/projects"
         blob, sha = project_archive(project_dir)
         archive = f"{root}/{sha}.tar.gz"
