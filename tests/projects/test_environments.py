@@ -141,3 +141,14 @@ def test_docker_command_line() -> None:
     assert argv == ["docker", "run", "--rm", "--init", "-v", "/p:/deltaflow/project", "-w", "/deltaflow/project",
                     "-v", "/store:/store", "-v", "/data:/data", "-e", "DELTAFLOW_RUN_ID=r", "-e", "HOME", "-e", "K=V",
                     "python:3.11", "sh", "-c", "python train.py --a 1"]
+
+
+def test_local_environment_activates_only_an_unactivated_launcher_venv(monkeypatch) -> None:
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    monkeypatch.delenv("CONDA_PREFIX", raising=False)
+    plan = environments.EnvironmentPlan("local")
+    in_venv = sys.prefix != sys.base_prefix
+    variables = environments.prepare_environment(plan, ".").variables
+    assert (variables.get("PATH", "").split(os.pathsep)[0] == os.path.join(sys.prefix, "bin")) is in_venv
+    monkeypatch.setenv("VIRTUAL_ENV", "/somewhere/else")  # the user activated another environment: it stays first
+    assert environments.prepare_environment(plan, ".").variables == {}

@@ -202,10 +202,7 @@ def plan_environment(project: Project, env_manager: Optional[str]) -> Environmen
 def prepare_environment(plan: EnvironmentPlan, project_dir: str) -> Environment:
     """Build (or reuse) the planned environment."""
     if plan.kind == "local":
-        variables: dict[str, str] = {}
-        if sys.prefix != sys.base_prefix:  # the launcher runs in a virtualenv: `python` is that one too
-            variables = _activation(sys.prefix, "VIRTUAL_ENV")
-        return Environment("local", sys.prefix, variables)
+        return Environment("local", sys.prefix, _local_activation())
     if plan.kind == "docker":
         return Environment("docker", docker=plan.docker)
     if plan.kind == "conda":
@@ -215,6 +212,19 @@ def prepare_environment(plan: EnvironmentPlan, project_dir: str) -> Environment:
     assert plan.python_env is not None  # noqa: S101 - set by plan_environment for virtualenv
     prefix, reused = _virtualenv(plan.python_env, project_dir, plan.source)
     return Environment("virtualenv", prefix, _activation(prefix, "VIRTUAL_ENV"), reused=reused)
+
+
+def _local_activation() -> dict[str, str]:
+    """``local``: the environment as it is, except that a launcher running from a virtualenv nobody
+    activated (``.venv/bin/deltaflow``) activates it, so ``python`` is the interpreter deltaflow runs in.
+    An environment the user activated (``VIRTUAL_ENV`` or ``CONDA_PREFIX`` naming another one) is left
+    first on PATH."""
+    if sys.prefix == sys.base_prefix:
+        return {}
+    activated = os.environ.get("VIRTUAL_ENV") or os.environ.get("CONDA_PREFIX")
+    if activated and os.path.realpath(activated) != os.path.realpath(sys.prefix):
+        return {}
+    return _activation(sys.prefix, "VIRTUAL_ENV")
 
 
 def _activation(prefix: str, variable: str) -> dict[str, str]:
