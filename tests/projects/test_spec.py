@@ -224,3 +224,21 @@ def test_public_surface() -> None:
     assert issubclass(projects.LocalSubmittedRun, projects.SubmittedRun)
     # the abstract handle cannot be made without its four members
     assert submitted.SubmittedRun.__abstractmethods__ == {"run_id", "wait", "get_status", "cancel"}
+
+
+def test_backend_config_from_a_file_or_json_text(tmp_path: Path) -> None:
+    from deltaflow.projects.runner import parse_backend_config
+
+    path = tmp_path / "cluster.json"
+    path.write_text('{"new_cluster": {"num_workers": 1}}')
+    assert parse_backend_config(str(path)) == {"new_cluster": {"num_workers": 1}}
+    assert parse_backend_config(' {"existing_cluster_id": "c1"}') == {"existing_cluster_id": "c1"}
+    assert parse_backend_config(None) == {} and parse_backend_config({"a": 1}) == {"a": 1}
+    path.write_text("[1, 2]")
+    with pytest.raises(InvalidArgument, match=r"backend_config file .*cluster.json must hold a JSON object, got list"):
+        parse_backend_config(str(path))
+    path.write_text("{oops")
+    with pytest.raises(InvalidArgument, match=r"backend_config file .*cluster.json is not valid JSON"):
+        parse_backend_config(str(path))
+    with pytest.raises(InvalidArgument, match=r"'missing.json' is neither a JSON object nor an existing JSON file"):
+        parse_backend_config("missing.json")
