@@ -105,26 +105,16 @@ def _task_parameters(project_dir: str, entry_point: str, parameters: dict[str, s
             "--tracking-uri", tracking_uri]
     project = load_project(project_dir)
     job = project.databricks_spark_job
-    if job is None:
+    if job is None or job.python_file is None:
+        # An MLproject entry point (a databricks_spark_job's too): the local backend runs it on the cluster.
         args += ["--entry-point", entry_point] + (["--env-manager", env_manager] if env_manager else [])
         for name, value in parameters.items():
             args += ["--param", f"{name}={value}"]
-        return args, []
-    if job.python_file is not None:
-        if entry_point != "main" or parameters:
-            _log.warning("deltaflow: this project's databricks_spark_job names python_file %s and its parameters; "
-                         "the entry point and parameters given are ignored (as MLflow does)", job.python_file)
-        script, script_args = job.python_file, list(job.parameters)
-    else:
-        import shlex
-
-        entry = project.get_entry_point(entry_point)
-        declared, extra = entry.resolve_parameters(parameters, local_paths=False)
-        words = shlex.split(entry.render(declared, extra))
-        if len(words) < 2 or words[0] not in ("python", "python3"):
-            raise InvalidArgument(f"entry point {entry_point!r} of a databricks_spark_job must run 'python <file> ...', "
-                                  f"got {' '.join(words)!r}")
-        script, script_args = words[1], words[2:]
+        return args, list(job.python_libraries) if job is not None else []
+    if entry_point != "main" or parameters:
+        _log.warning("deltaflow: this project's databricks_spark_job names python_file %s and its parameters; "
+                     "the entry point and parameters given are ignored (as MLflow does)", job.python_file)
+    script, script_args = job.python_file, list(job.parameters)
     args += ["--python-file", script, "--"] + script_args
     return args, list(job.python_libraries)
 
