@@ -152,3 +152,32 @@ def test_local_environment_activates_only_an_unactivated_launcher_venv(monkeypat
     assert (variables.get("PATH", "").split(os.pathsep)[0] == os.path.join(sys.prefix, "bin")) is in_venv
     monkeypatch.setenv("VIRTUAL_ENV", "/somewhere/else")  # the user activated another environment: it stays first
     assert environments.prepare_environment(plan, ".").variables == {}
+
+
+def test_conda_environment_is_cached_and_put_first_on_path(rust_store: str, tmp_path: Path, env_cache: Path,
+                                                           monkeypatch) -> None:
+    """conda is not installed here: a stand-in command (CONDA_EXE) makes the prefix the way
+    ``conda env create --prefix P --file F`` does, so what deltaflow does around it runs for real."""
+    builds = tmp_path / "builds.log"
+    fake = tmp_path / "conda"
+    fake.write_text(f"""#!/bin/bash
+while [ $# -gt 0 ]; do case "$1" in --prefix) P="$2"; shift;; --file) F="$2"; shift;; esac; shift; done
+mkdir -p "$P/bin" && ln -s {sys.executable} "$P/bin/python" && echo "$F" >> {builds}
+""")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CONDA_EXE", str(fake))
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "conda.yaml").write_text("name: c\ndependencies: [python=3.11]\n")
+    (project / "where.py").write_text("import os, shutil, sys\nopen(sys.argv[2], 'w').write("
+                                      "os.environ['CONDA_PREFIX'] + ' ' + shutil.which('python'))\n")
+    seen = []
+    for attempt in range(2):
+        out = tmp_path / f"where{attempt}"
+        submitted = projects.run(str(project), entry_point="where.py", parameters={"out": str(out)})
+        assert deltaflow.get_run(submitted.run_id).data.tags["mlflow.project.env"] == "conda"
+        seen.append(out.read_text().split())
+    prefix = seen[0][0]
+    assert seen[0] == seen[1] == [prefix, os.path.join(prefix, "bin", "python")]
+    assert os.path.dirname(prefix) == str(env_cache)
+    assert builds.read_text().splitlines() == [str(project / "conda.yaml")]  # built once
