@@ -264,3 +264,12 @@ def test_deleted_experiment_is_refused(rust_store: str, tmp_path: Path) -> None:
         projects.run(str(project), entry_point="a.py", experiment_id=experiment_id)
     with pytest.raises(NotFound):
         projects.run(str(project), entry_point="a.py", experiment_id="424242")
+
+
+def test_databricks_backend_config_is_checked_before_a_run_exists(rust_store: str, tmp_path: Path) -> None:
+    project = _write(tmp_path / "proj", {"a.py": ""})
+    with pytest.raises(InvalidArgument, match=r"backend_config must choose exactly one compute"):
+        projects.run(str(project), entry_point="a.py", backend="databricks", backend_config={})
+    with pytest.raises(InvalidArgument, match=r"backend_config has unknown key\(s\) 'clutser'"):
+        projects.run(str(project), entry_point="a.py", backend="databricks", backend_config='{"clutser": 1}')
+    assert not os.path.exists(rust_store)

@@ -152,7 +152,7 @@ def run(uri: str, entry_point: str = "main", parameters: Optional[Mapping[str, A
             plan = plan_environment(project, env_manager)
             env_tag = plan.kind
         else:
-            run_databricks = _databricks_launcher()
+            run_databricks = _databricks_launcher(config)
             env_tag = env_manager
         from deltaflow.tracking.client import DeltaflowClient
 
@@ -184,14 +184,17 @@ def run(uri: str, entry_point: str = "main", parameters: Optional[Mapping[str, A
     return _run_local(client, run_id, exp_id, location, fetched, plan, entry.render(declared, extra), synchronous)
 
 
-def _databricks_launcher() -> Any:
+def _databricks_launcher(config: dict[str, Any]) -> Any:
+    """The databricks backend's entry, once its configuration is checked (before a run is created)."""
     try:
         from deltaflow.projects.databricks import run_databricks
+        from deltaflow.projects.databricks_config import parse_databricks_config
     except ImportError as exc:
         if exc.name and exc.name.startswith("deltaflow"):
             raise MissingDependency("the databricks backend (deltaflow.projects.databricks) is not available in this "
                                     f"installation: {exc}") from None
         raise
+    parse_databricks_config(config)
     return run_databricks
 
 
