@@ -154,11 +154,10 @@ def run(uri: str, entry_point: str = "main", parameters: Optional[Mapping[str, A
         else:
             run_databricks = _databricks_launcher(config)
             env_tag = env_manager
+        from deltaflow.tracking._context import resolve_user
         from deltaflow.tracking.client import DeltaflowClient
 
         client = DeltaflowClient(location.uri)
-        from deltaflow.tracking._context import resolve_user
-
         tags = {"mlflow.user": resolve_user(), "mlflow.source.name": fetched.source_name,
                 "mlflow.source.type": "PROJECT", "mlflow.project.entryPoint": entry_point,
                 "mlflow.project.backend": backend, **fetched.tags()}
