@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 from urllib.parse import unquote, urlparse
 
 from deltaflow.errors import InvalidArgument, InvalidState, NotFound
 
-__all__ = ["ModelUri", "parse_model_uri", "download_model", "STAGES"]
+__all__ = ["ModelUri", "parse_model_uri", "download_model", "resolve_model_version", "STAGES"]
 
 STAGES = ("None", "Staging", "Production", "Archived")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
@@ -148,10 +148,13 @@ def parse_model_uri(uri: str) -> ModelUri:
 
 
 # -- resolution ----------------------------------------------------------------------------
-def _resolve_models(parsed: ModelUri, tracking_uri: Optional[str]) -> str:
-    """The registry's copy of the model a ``models:/`` URI names (NotFound names what is missing)."""
+def resolve_model_version(uri: "str | ModelUri", tracking_uri: Optional[str] = None) -> Any:
+    """The registry's ModelVersion a ``models:/`` URI names (NotFound names what is missing)."""
     from deltaflow.tracking.client import DeltaflowClient
 
+    parsed = uri if isinstance(uri, ModelUri) else parse_model_uri(uri)
+    if parsed.kind != "models":
+        raise InvalidArgument(f"{parsed.uri!r} is not a models:/ URI")
     client = DeltaflowClient(tracking_uri)
     name = parsed.name or ""
     if parsed.version is not None:
@@ -169,8 +172,15 @@ def _resolve_models(parsed: ModelUri, tracking_uri: Optional[str]) -> str:
         if not found:
             raise NotFound(f"cannot load {parsed.uri!r}: registered model {name!r} has no versions")
         version = max(found, key=lambda v: v.version)
+    return version
+
+
+def _resolve_models(parsed: ModelUri, tracking_uri: Optional[str]) -> str:
+    """The registry's copy of the model a ``models:/`` URI names (NotFound names what is missing)."""
+    version = resolve_model_version(parsed, tracking_uri)
     if not version.storage_location:
-        raise InvalidState(f"{parsed.uri!r} resolved to version {version.version} of {name!r}, which has no stored copy")
+        raise InvalidState(f"{parsed.uri!r} resolved to version {version.version} of {parsed.name!r}, which has "
+                           "no stored copy")
     return version.storage_location
 
 
