@@ -37,10 +37,28 @@ def _session() -> Any:
 
     spark = SparkSession.getActiveSession()
     if spark is None:
+        from pyspark import TaskContext
+
+        if TaskContext.get() is not None:
+            return _task_session()
         from deltaflow._spark import get_spark
 
         spark = get_spark()
     return spark
+
+
+def _task_session() -> Any:
+    """Inside a Spark task (a Python worker scoring through spark_udf) no session exists: a small
+    local one, as MLflow builds it there (one JVM per Python worker, kept for the worker's life)."""
+    from pyspark.sql import SparkSession
+
+    return (SparkSession.builder.master("local[1]").appName("deltaflow-task-model")
+            .config("spark.executor.allowSparkContext", "true")  # Spark refuses a context in a task otherwise
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.memory", "512m")
+            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.shuffle.partitions", "1")
+            .getOrCreate())
 
 
 def _is_local(spark: Any) -> bool:
@@ -102,7 +120,9 @@ def save_model(spark_model: Any, path: str, *, signature: Any = None, input_exam
     def predict(example: Any, _dir: str) -> Any:
         # One small Spark job on the example rows, as MLflow does, to describe the outputs; as an
         # array so the output is one unnamed column, as in MLflow's signature.
-        return _SparkImpl(spark_model).predict(example).to_numpy()
+        import numpy as np
+
+        return np.asarray(_SparkImpl(spark_model).predict(example))
 
     return save_model_dir(path, flavor=FLAVOR_NAME, flavor_conf=flavor, pyfunc_conf=pyfunc, write_data=write,
                           libraries=_LIBRARIES, signature=signature, input_example=input_example, predict=predict,
@@ -170,21 +190,71 @@ def _prediction_col(model: Any) -> str:
     return "prediction"
 
 
-class _SparkImpl:
-    """Scores pandas DataFrames with the Spark model through the active SparkSession."""
+def _vector_columns(schema: Any, columns: list[Any]) -> list[Any]:
+    """The columns a signature declares as Spark ML vectors (an unnamed one is the first column)."""
+    if schema is None:
+        return []
+    return [spec.name if spec.name is not None else columns[0] for spec in schema.inputs
+            if isinstance(getattr(spec, "type", None), dict) and spec.type.get("type") == "sparkml_vector"]
 
-    def __init__(self, model: Any) -> None:
+
+def _features_as_vectors(sdf: Any, model: Any) -> Any:
+    """Without a vector signature (no signature, or an old one): the last stage's ``featuresCol``, when
+    it is an array of doubles, becomes a vector, as MLflow does."""
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql.types import ArrayType, DoubleType
+
+    stages = getattr(model, "stages", None) or [model]
+    stage = stages[-1]
+    if stage.hasParam("featuresCol"):
+        name = stage.getOrDefault("featuresCol")
+        arrays = (ArrayType(DoubleType(), True), ArrayType(DoubleType(), False))
+        if name in sdf.columns and sdf.schema[name].dataType in arrays:
+            return sdf.withColumn(name, array_to_vector(name))
+    return sdf
+
+
+class _SparkImpl:
+    """Scores pandas DataFrames with the Spark model through the active SparkSession, as MLflow's
+    spark flavor does: vector inputs (signature type ``sparkml_vector``) arrive as lists and become
+    vectors, the predictions are the ``prediction`` column, returned as a list."""
+
+    def __init__(self, model: Any, signature: Any = None) -> None:
         self.model = model
+        self.signature = signature
+
+    def _prediction_column(self, sdf: Any) -> str:
+        from pyspark.ml import PipelineModel
+
+        # MLflow's rule: a pipeline ending in a transformer with an outputCol writes "prediction".
+        if isinstance(self.model, PipelineModel) and self.model.stages[-1].hasParam("outputCol"):
+            if "prediction" not in self.model.transform(sdf.limit(0)).columns:  # analysis only
+                self.model.stages[-1].setOutputCol("prediction")
+        return "prediction"
 
     def predict(self, data: Any, params: Optional[dict[str, Any]] = None) -> Any:
         import pandas as pd
+        from pyspark.ml.functions import array_to_vector, vector_to_array
 
         spark = _session()
         frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
-        col = _prediction_col(self.model)
-        rows = self.model.transform(spark.createDataFrame(frame)).select(col).collect()
-        return pd.Series([r[0] for r in rows], name=col, index=frame.index)
+        inputs = self.signature.inputs if self.signature is not None else None
+        vectors = _vector_columns(inputs, list(frame.columns))
+        if vectors:
+            frame = frame.copy()
+            for name in vectors:  # numpy arrays and numpy floats would break Spark's type inference
+                frame[name] = frame[name].map(lambda a: None if a is None else [float(x) for x in a])
+        sdf = spark.createDataFrame(frame)
+        for name in vectors:
+            sdf = sdf.withColumn(name, array_to_vector(name))
+        sdf = _features_as_vectors(sdf, self.model)
+        column = self._prediction_column(sdf)
+        out = self.model.transform(sdf).select(column)
+        outputs = self.signature.outputs if self.signature is not None else None
+        if _vector_columns(outputs, [column]):
+            out = out.withColumn(column, vector_to_array(column))
+        return [row[0] for row in out.collect()]
 
 
 def _load_pyfunc_impl(model_dir: str, meta: Model, model_config: Optional[dict[str, Any]] = None) -> Any:
-    return _SparkImpl(_load_from_dir(model_dir, meta))
+    return _SparkImpl(_load_from_dir(model_dir, meta), meta.signature)

@@ -296,7 +296,7 @@ def test_spark_pipeline_saved_by_mlflow_predicts_in_deltaflow(spark, tmp_path, p
 
     ours = deltaflow.pyfunc.load_model(path)
     predicted = ours.predict(FEATURES)
-    assert list(predicted) == expected and predicted.dtype == np.float64
+    assert predicted == expected and isinstance(predicted, list)  # a list, as MLflow returns
     assert list(predicted) == mlflow.pyfunc.load_model(path).predict(FEATURES)
 
     loaded = deltaflow.spark.load_model(path)
