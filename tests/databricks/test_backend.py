@@ -101,16 +101,10 @@ def test_an_existing_cluster_with_dbfs_uploads_once_and_a_retried_submit_is_the_
         local_databricks_env, project, store):
     dbx = local_databricks_env
     config = {"existing_cluster_id": dbx.cluster_id, "upload_to": "dbfs:/deltaflow/code", "poll_interval_s": 0.05}
-    first = run(project, parameters={"alpha": "1.0"}, backend="databricks", backend_config=config, tracking_uri=store)
-    assert first.get_status() == RunStatus.FINISHED
-    assert _emulated_run(dbx, first.databricks_run_id).tasks[0].cluster_instance["cluster_id"] == dbx.cluster_id
-    assert dbx.workspace_client().dbfs.get_status(f"dbfs:/deltaflow/code/{project_archive(project)[1]}.tar.gz")
-    creates = sum(path == "/api/2.0/dbfs/create" for _, path, _ in dbx.requests)
-
     client = DeltaflowClient(store)
-    tracking_run = client.create_run(client.get_run(first.run_id).info.experiment_id)
+    tracking_run = client.create_run(client.create_experiment("retries"))
     client.flush()
-    before = _submits(dbx)
+    before, creates = _submits(dbx), sum(path == "/api/2.0/dbfs/create" for _, path, _ in dbx.requests)
     kwargs = dict(run_id=tracking_run.info.run_id, experiment_id=tracking_run.info.experiment_id, tracking_uri=store,
                   backend_config=config, synchronous=False)
     a = run_databricks(project, "main", {"alpha": "2.0"}, **kwargs)
@@ -118,9 +112,13 @@ def test_an_existing_cluster_with_dbfs_uploads_once_and_a_retried_submit_is_the_
     assert a.databricks_run_id == b.databricks_run_id
     assert _submits(dbx) == before + 2 and len([r for r in dbx.jobs.runs.values()
                                                if r.idempotency_token == f"deltaflow-{tracking_run.info.run_id}"]) == 1
+    # archive and launcher went up once: the retry found them by their content-hashed names
+    assert sum(path == "/api/2.0/dbfs/create" for _, path, _ in dbx.requests) == creates + 2
+    assert dbx.workspace_client().dbfs.get_status(f"dbfs:/deltaflow/code/{project_archive(project)[1]}.tar.gz")
     assert a.wait() and b.get_status() == RunStatus.FINISHED
-    assert sum(path == "/api/2.0/dbfs/create" for _, path, _ in dbx.requests) == creates  # archive already there
-    assert client.get_run(tracking_run.info.run_id).data.metrics == {"score": 4.0}
+    assert _emulated_run(dbx, a.databricks_run_id).tasks[0].cluster_instance["cluster_id"] == dbx.cluster_id
+    tracked = client.get_run(tracking_run.info.run_id)
+    assert tracked.info.status == RunStatus.FINISHED and tracked.data.metrics == {"score": 4.0}
 
 
 def test_serverless_with_a_volume_and_a_config_profile(local_databricks, project, store, tmp_path, monkeypatch):
