@@ -107,9 +107,9 @@ def test_alias_moved_while_requests_are_in_flight(server, registry):
         registry.client.set_registered_model_alias("swapped", "champion", 2)
         first_new = hammer.first("2", timeout=30)
         slow_thread.join(60)
-        time.sleep(4 * POLL + 1.0)  # both workers have polled since
+        time.sleep(3 * POLL)  # both workers have polled since
         settled = time.monotonic()
-        time.sleep(1.0)
+        time.sleep(0.5)
     finally:
         hammer.finish()
 

@@ -41,7 +41,7 @@ def _tracking_uri(ctx: click.Context) -> Optional[str]:
               help="models:/name@alias, models:/name/<version|stage|latest>, runs:/<run_id>/<path> or a folder.")
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="DELTAFLOW_SERVE_HOST",
               help="Interface to listen on (0.0.0.0 for every interface).")
-@click.option("-p", "--port", type=click.IntRange(0, 65535), default=5000, show_default=True,
+@click.option("-p", "--port", type=click.IntRange(1, 65535), default=5000, show_default=True,
               envvar="DELTAFLOW_SERVE_PORT", help="Port to listen on.")
 @click.option("-w", "--workers", type=click.IntRange(1, 256), default=1, show_default=True,
               envvar="DELTAFLOW_SERVE_WORKERS", help="Worker processes, each with its own copy of the model.")
