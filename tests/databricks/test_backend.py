@@ -6,7 +6,6 @@ logs into the client's tracking run through delta-rs (no Spark anywhere in this 
 from __future__ import annotations
 
 import logging
-import os
 import textwrap
 import time
 from pathlib import Path

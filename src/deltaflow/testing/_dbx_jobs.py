@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from deltaflow.testing._dbx_exec import drive_run, read_logs
 from deltaflow.testing._dbx_model import (ACTIVE, RunRecord, TaskRun, _durations, _state, _status, keyed, task_json,
                                           validate_job_settings, validate_tasks)
-from deltaflow.testing._dbx_storage import ApiError, invalid
+from deltaflow.testing._dbx_storage import invalid
 
 if TYPE_CHECKING:  # pragma: no cover
     from deltaflow.testing.local_databricks import LocalDatabricks
