@@ -72,6 +72,12 @@ def test_json_integers_are_cast_to_the_signatures_double(server):
     assert response.json() == {"predictions": [7.0]}
 
 
+def test_inputs_of_scalars_are_one_row(server):
+    response = server.invoke({"inputs": {"x": 1.5, "n": 2}})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": [5.0]}
+
+
 def test_params_reach_the_model_and_are_type_checked(server):
     ok = server.invoke({"dataframe_records": RECORDS, "params": {"offset": 100}})
     assert ok.status_code == 200, ok.text

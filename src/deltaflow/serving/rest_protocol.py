@@ -239,8 +239,11 @@ def _tensor_input(fmt: str, value: Any, inputs: Any) -> Any:
         raise BadRequest(f"the inputs of '{fmt}' have different lengths {lengths}; every input needs one "
                          "value per row")
     if inputs is not None and not tensors:  # a column model: one table, cast like the other formats
-        return _cast_frame(_frame(f"'{fmt}'", data={k: list(v) if getattr(v, "ndim", 0) > 1 else v
-                                                    for k, v in columns.items()}), inputs)
+        if all(v.ndim == 0 for v in columns.values()):  # {"x": 1.0, "n": 2}: one row
+            table = {k: [v.item()] for k, v in columns.items()}
+        else:  # scalars next to lists are repeated, as pandas does; nested lists stay one cell per row
+            table = {k: v.item() if v.ndim == 0 else (list(v) if v.ndim > 1 else v) for k, v in columns.items()}
+        return _cast_frame(_frame(f"'{fmt}'", data=table), inputs)
     return columns
 
 
