@@ -1,0 +1,210 @@
+"""``batch_score``: a Delta table scored into a Delta table, with the lineage written twice.
+
+The input's version is pinned before reading (the latest, or ``version=``), so the version recorded
+is the one scored. The output gets the prediction and one column per lineage fact
+(:data:`LINEAGE_COLUMNS`: which model, version, alias or stage, run, input table and version, and a
+scoring id shared by every row of one call), and the output's commit carries the same facts as JSON
+in its ``userMetadata`` under ``"deltaflow.scoring"`` — readable with ``DESCRIBE HISTORY`` or
+delta-rs — so any row leads to the commit that wrote it and the model that produced it.
+
+Modes: ``append``, ``overwrite``, and ``merge`` (an upsert by ``key`` with delta-spark's
+``DeltaTable.merge``: matching rows are replaced, new ones inserted; the first merge into a table that
+does not exist yet creates it). Arguments are checked before anything is read; a failing Spark job
+commits nothing (Delta writes are transactional).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator, Optional, Sequence, Union
+
+from deltaflow.errors import InvalidArgument, InvalidState
+
+__all__ = ["batch_score", "ScoringResult", "MODES", "LINEAGE_COLUMNS", "METADATA_KEY"]
+
+MODES = ("append", "overwrite", "merge")
+METADATA_KEY = "deltaflow.scoring"
+# Column -> Spark type of the lineage columns every scored row carries.
+LINEAGE_COLUMNS = {
+    "_model_uri": "string", "_model_name": "string", "_model_version": "bigint", "_model_alias": "string",
+    "_model_stage": "string", "_model_run_id": "string", "_input_table": "string", "_input_version": "bigint",
+    "_scoring_id": "string", "_scored_at": "timestamp",
+}
+_USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+@dataclass(frozen=True)
+class ScoringResult:
+    """What one ``batch_score`` call wrote: the output table, the version it committed, the row
+    count Delta reported, and the lineage recorded in the rows and the commit."""
+
+    output: str
+    output_version: Optional[int]
+    rows: Optional[int]
+    mode: str
+    lineage: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _keys(key: Union[str, Sequence[str], None], mode: str) -> list[str]:
+    if mode != "merge":
+        if key is not None:
+            raise InvalidArgument(f"key= is used by mode='merge' only; mode is {mode!r}")
+        return []
+    if key is None:
+        raise InvalidArgument("mode='merge' needs key= (the column, or list of columns, that identifies a row)")
+    keys = [key] if isinstance(key, str) else list(key)
+    if not keys or not all(isinstance(k, str) and k for k in keys) or len(set(keys)) != len(keys):
+        raise InvalidArgument(f"key must be a column name or a list of distinct column names, got {key!r}")
+    return keys
+
+
+def _check_args(mode: str, version: Any) -> None:
+    if mode not in MODES:
+        raise InvalidArgument(f"mode {mode!r} is not supported; use one of {', '.join(MODES)}")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
+        raise InvalidArgument(f"version must be a non-negative integer (a Delta table version), got {version!r}")
+
+
+def _session(spark: Any) -> Any:
+    from deltaflow._spark import active_spark, get_spark, require_delta
+
+    session = spark if spark is not None else (active_spark() or get_spark())
+    return require_delta(session, "batch_score")
+
+
+def lineage_values(resolved: Any, input_ref: Any, input_version: Optional[int], scoring_id: str) -> dict[str, Any]:
+    facts = resolved.lineage.as_dict()
+    return {"_model_uri": facts["model_uri"], "_model_name": facts["model_name"],
+            "_model_version": facts["model_version"], "_model_alias": facts["model_alias"],
+            "_model_stage": facts["model_stage"], "_model_run_id": facts["model_run_id"],
+            "_input_table": input_ref.text, "_input_version": input_version, "_scoring_id": scoring_id}
+
+
+def add_lineage(scored: Any, values: dict[str, Any]) -> Any:
+    """``scored`` with the lineage columns (refusing a DataFrame that already has one of them)."""
+    from pyspark.sql import functions as F
+
+    taken = [c for c in LINEAGE_COLUMNS if c in scored.columns]
+    if taken:
+        raise InvalidArgument(f"the scored DataFrame already has the lineage column {taken[0]!r}; scoring adds "
+                              f"{', '.join(LINEAGE_COLUMNS)} — drop or rename it first")
+    columns = [F.lit(values.get(name)).cast(kind).alias(name) for name, kind in LINEAGE_COLUMNS.items()
+               if name != "_scored_at"]
+    columns.append(F.current_timestamp().alias("_scored_at"))
+    return scored.select("*", *columns)
+
+
+def _merge(spark: Any, scored: Any, output: Any, keys: list[str], metadata: str) -> None:
+    from pyspark.sql import functions as F
+
+    from deltaflow._spark import require_jvm
+    from deltaflow.serving._tables import _spark_table
+
+    require_jvm(spark, "batch_score(mode='merge') (delta-spark's DeltaTable.merge)")
+    missing = [k for k in keys if k not in scored.columns]
+    if missing:
+        raise InvalidArgument(f"merge key {missing[0]!r} is not a column of the input; its columns are "
+                              f"{scored.columns}")
+    target = _spark_table(spark, output)
+    condition = None
+    for k in keys:
+        quoted = "`" + k.replace("`", "``") + "`"
+        term = F.col(f"t.{quoted}") == F.col(f"s.{quoted}")
+        condition = term if condition is None else condition & term
+    try:
+        with _commit_metadata(spark, metadata):  # MERGE takes no writer options
+            (target.alias("t").merge(scored.alias("s"), condition)
+             .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+    except Exception as exc:  # noqa: BLE001 - Delta's errors: made specific where we can tell
+        text = str(exc)
+        if "MULTIPLE_SOURCE_ROW_MATCHING" in text or "multiple source rows matched" in text.lower():
+            raise InvalidArgument(f"merge key {keys} is not unique in the input: several input rows match one row of "
+                                  f"{output.text!r}; nothing was written") from None
+        raise
+
+
+@contextlib.contextmanager
+def _commit_metadata(spark: Any, metadata: str) -> Iterator[None]:
+    """The session's commit userMetadata set for one commit and put back after it: MERGE and
+    CREATE TABLE AS SELECT ignore the writer's ``userMetadata`` option and read this instead."""
+    previous = spark.conf.get(_USER_METADATA_CONF, None)
+    spark.conf.set(_USER_METADATA_CONF, metadata)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(_USER_METADATA_CONF)
+        else:
+            spark.conf.set(_USER_METADATA_CONF, previous)
+
+
+def batch_score(input: Any, model_uri: str, output: Any, mode: str = "append",  # noqa: A002 - the spec's name
+                key: Union[str, Sequence[str], None] = None, version: Optional[int] = None, *,
+                output_col: str = "prediction", result_type: Any = None, params: Optional[dict[str, Any]] = None,
+                env_manager: str = "local", spark: Any = None, tracking_uri: Optional[str] = None) -> ScoringResult:
+    """Score the Delta table ``input`` (a path or catalog name; at ``version``, else its latest) with the
+    model at ``model_uri`` and write the result to the Delta table ``output`` with ``mode`` (``append``,
+    ``overwrite``, or ``merge`` by ``key``), recording the lineage in the rows and the commit."""
+    from deltaflow.serving import _tables
+    from deltaflow.serving._model import resolve
+    from deltaflow.serving.score import score_resolved
+
+    _check_args(mode, version)
+    keys = _keys(key, mode)
+    input_ref = _tables.table_ref(input, "input")
+    output_ref = _tables.table_ref(output, "output")
+    if input_ref == output_ref:
+        raise InvalidArgument(f"input and output are the same table ({input_ref.text!r}); score into another table")
+    session = _session(spark)
+    if mode == "merge":
+        from deltaflow._spark import is_connect
+
+        if is_connect(session):
+            raise InvalidState("batch_score(mode='merge') needs delta-spark's DeltaTable.merge, which in delta-spark "
+                               "3.3 runs through a JVM in this process, and this session is Spark Connect; use "
+                               "mode='append' or 'overwrite' here, or merge from a classic session")
+    latest = _tables.latest_version(session, input_ref)
+    if version is not None and version > latest:
+        raise InvalidArgument(f"version {version} of input {input_ref.text!r} does not exist (its latest is {latest})")
+    pinned = latest if version is None else version
+    frame = _tables.reader(session, input_ref, pinned)
+    scoring_id = uuid.uuid4().hex
+    resolved = resolve(model_uri, tracking_uri)
+    try:
+        scored = score_resolved(frame, resolved, output_col, result_type=result_type, params=params,
+                                env_manager=env_manager)
+        values = lineage_values(resolved, input_ref, pinned, scoring_id)
+        scored = add_lineage(scored, values)
+        facts = {k.lstrip("_"): v for k, v in values.items()}
+        facts.update(output_col=output_col, mode=mode, scored_at=datetime.datetime.now(datetime.timezone.utc)
+                     .isoformat(timespec="seconds"))
+        metadata = json.dumps({METADATA_KEY: facts}, sort_keys=True)
+        if mode == "merge" and _tables.exists(session, output_ref):
+            _merge(session, scored, output_ref, keys, metadata)
+        else:
+            if mode == "merge":
+                missing = [k for k in keys if k not in scored.columns]
+                if missing:
+                    raise InvalidArgument(f"merge key {missing[0]!r} is not a column of the input; its columns are "
+                                          f"{frame.columns}")
+            writer = scored.write.format("delta").mode("overwrite" if mode == "overwrite" else "append")
+            writer = writer.option("userMetadata", metadata)
+            if output_ref.kind == "name":
+                with _commit_metadata(session, metadata):  # a first write is a CTAS
+                    writer.saveAsTable(output_ref.text)
+            else:
+                writer.save(output_ref.text)
+    finally:
+        resolved.cleanup()
+    commit = _tables.find_commit(session, output_ref, scoring_id, METADATA_KEY)
+    metrics = (commit or {}).get("operationMetrics") or {}
+    rows = metrics.get("numOutputRows") or metrics.get("numSourceRows")
+    return ScoringResult(output_ref.text, commit.get("version") if commit else None,
+                         int(rows) if rows is not None else None, mode, facts)
