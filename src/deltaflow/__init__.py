@@ -74,6 +74,30 @@ def spark_session():  # noqa: ANN201 - pyspark is imported only when this is cal
     return _spark_session()
 
 
+def score(df, model_uri, output_col="prediction", **kwargs):  # noqa: ANN001, ANN003, ANN201
+    """``df`` scored by the model at ``model_uri``: a Spark ML model natively with its own ``transform``,
+    any other model through the scoring UDF. See :func:`deltaflow.serving.score.score`."""
+    from deltaflow.serving.score import score as _score
+
+    return _score(df, model_uri, output_col, **kwargs)
+
+
+def batch_score(input, model_uri, output, mode="append", key=None, version=None, **kwargs):  # noqa: A002, ANN001, ANN003, ANN201
+    """Score a Delta table into a Delta table (append, overwrite or merge by ``key``), recording the
+    model's lineage in the rows and the commit. See :func:`deltaflow.serving.batch.batch_score`."""
+    from deltaflow.serving.batch import batch_score as _batch_score
+
+    return _batch_score(input, model_uri, output, mode, key, version, **kwargs)
+
+
+def stream_score(input, model_uri, output, checkpoint_location, **kwargs):  # noqa: A002, ANN001, ANN003, ANN201
+    """Score a Delta table as a structured stream into a Delta table, exactly once; returns the
+    StreamingQuery. See :func:`deltaflow.serving.stream.stream_score`."""
+    from deltaflow.serving.stream import stream_score as _stream_score
+
+    return _stream_score(input, model_uri, output, checkpoint_location, **kwargs)
+
+
 __all__ = [
     "__version__",
     "errors",
@@ -89,6 +113,7 @@ __all__ = [
     "ViewType",
     "active_run",
     "autolog",
+    "batch_score",
     "create_experiment",
     "delete_experiment",
     "delete_run",
@@ -117,6 +142,7 @@ __all__ = [
     "register_model",
     "restore_experiment",
     "restore_run",
+    "score",
     "search_experiments",
     "search_runs",
     "set_experiment",
@@ -125,6 +151,7 @@ __all__ = [
     "set_tracking_uri",
     "spark_session",
     "start_run",
+    "stream_score",
 ]
 
 # Flavor modules load on first attribute access (``deltaflow.sklearn.log_model``), as in MLflow, so

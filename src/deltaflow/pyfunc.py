@@ -21,7 +21,7 @@ from deltaflow.errors import InvalidArgument, MissingDependency
 from deltaflow.models.model import Model, ModelInfo
 
 __all__ = ["PythonModel", "PythonModelContext", "PyFuncModel", "save_model", "log_model", "load_model",
-           "FLAVOR_NAME"]
+           "spark_udf", "FLAVOR_NAME"]
 
 FLAVOR_NAME = "python_function"
 _PICKLE = "python_model.pkl"
@@ -318,3 +318,12 @@ def load_model(model_uri: str, suppress_warnings: bool = False, dst_path: Option
                               f"{sorted(meta.flavors)}); load it with its flavor's load_model")
     check_model(local, meta)  # whole, and every file it names inside the folder
     return PyFuncModel(meta, _load_impl(local, meta, model_config), local)
+
+
+def spark_udf(spark: Any, model_uri: str, result_type: Any = None, env_manager: str = "local",
+              params: Optional[dict[str, Any]] = None, **kwargs: Any) -> Any:
+    """A Spark UDF scoring with the model at ``model_uri``, as ``mlflow.pyfunc.spark_udf``; see
+    :func:`deltaflow.serving.udf.spark_udf`."""
+    from deltaflow.serving.udf import spark_udf as _spark_udf
+
+    return _spark_udf(spark, model_uri, result_type, env_manager, params, **kwargs)
