@@ -139,14 +139,46 @@ def test_scikit_learn_bundle(registry, tmp_path):
     assert json.loads(run.stdout)["predictions"] == model.predict(frame).tolist()
 
 
+def test_mlflow_saved_custom_model_keeps_its_mlflow_pin(tmp_path):
+    """MLflow 3 wraps a custom model's predict with its own code, which the pickle then refers to: the
+    bundle pins mlflow (run by this interpreter, where MLflow is installed)."""
+    mlflow_pyfunc = pytest.importorskip("mlflow.pyfunc")
+    import pandas as pd
+
+    from deltaflow.serving.export import export_model
+
+    class Tripler(mlflow_pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input["x"] * 3
+
+    path = tmp_path / "mlflow-model"
+    mlflow_pyfunc.save_model(str(path), python_model=Tripler(), pip_requirements=["cloudpickle", "pandas"])
+    bundle = export_model(str(path), str(tmp_path / "bundle"))
+    assert any(r.startswith("mlflow==") for r in bundle.requirements), bundle.requirements
+    pd.DataFrame({"x": [1.0, 2.0]}).to_csv(tmp_path / "in.csv", index=False)
+    run = subprocess.run([sys.executable, str(Path(bundle.path) / "predict.py"), str(tmp_path / "in.csv")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["predictions"] == [{"x": 3.0}, {"x": 6.0}]  # a Series: one-key records
+
+
 def test_export_refusals_write_nothing(registry, tmp_path):
     """Each refusal names the problem and leaves no folder behind (the CLI's form of these errors is
     in test_rest_start.py)."""
     from deltaflow.errors import InvalidArgument, NotFound
     from deltaflow.serving.export import export_model
 
+    import deltaflow.pyfunc
+    from deltaflow.models.schema import ColSpec, Schema
+    from serving_support import model_classes
+
+    holding = model_classes().Scaled(1.0)
+    holding.schema = Schema([ColSpec("double", "x")])  # a deltaflow object inside the model
+    holding_path = registry.root / "holds-deltaflow"
+    deltaflow.pyfunc.save_model(str(holding_path), python_model=holding)
     cases = [
         (registry.save(spark=True), tmp_path / "a", InvalidArgument, "Spark ML model"),
+        (str(holding_path), tmp_path / "c", InvalidArgument, "deltaflow.models.schema.ColSpec"),
         ("models:/absent/1", tmp_path / "b", NotFound, "registered model 'absent' does not exist"),
         (registry.save(1.0), registry.root, InvalidArgument, "already exists and is not empty"),
         (registry.save(1.0), tmp_path / "no" / "such" / "dir", InvalidArgument, "parent folder"),

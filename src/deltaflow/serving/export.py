@@ -6,14 +6,16 @@ numpy only), ``bundle.json`` (the model's kind, files and signature in plain JSO
 no YAML parser), ``requirements.txt`` (pinned) and a short ``README.md``.
 
 What can be exported: scikit-learn models (cloudpickle, pickle or skops) and custom Python models
-(``python_model`` pickles, compressed or not), saved by deltaflow or by MLflow. The runner stands in
-for ``deltaflow.pyfunc`` / ``mlflow.pyfunc`` base classes when those are not installed, which is all
-a custom model's pickle refers to of them. Spark ML models (they need a JVM), other MLflow flavors
-(they need MLflow's loaders) and models-from-code are refused with the reason.
+(``python_model`` pickles, compressed or not), saved by deltaflow or by MLflow. The model file's pickle
+is read (opcodes only, nothing is unpickled) for the classes and functions it refers to: of deltaflow
+it may use only the ``deltaflow.pyfunc`` base classes, which the runner stands in for (anything else
+is refused, naming it); a pickle that refers to MLflow's code (MLflow 3 wraps a custom model's
+``predict`` with its own) keeps the model's ``mlflow`` pin. Spark ML models (they need a JVM), other
+MLflow flavors (they need MLflow's loaders) and models-from-code are refused with the reason.
 
-requirements.txt: the model's own pins without mlflow, deltaflow and the Spark and store libraries,
-plus the runner's (pandas, numpy; cloudpickle or skops for the model file), pinned to the versions
-installed where the export runs when the model does not pin them.
+requirements.txt: the model's own pins without mlflow (unless its pickle needs it), deltaflow and the
+Spark and store libraries, plus the runner's (pandas, numpy; cloudpickle or skops for the model
+file), pinned to the versions installed where the export runs when the model does not pin them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any, Optional
 
 from deltaflow.errors import InvalidArgument
 
-__all__ = ["ExportedBundle", "export_model", "bundle_requirements", "DROPPED_REQUIREMENTS"]
+__all__ = ["ExportedBundle", "export_model", "bundle_requirements", "pickle_globals", "DROPPED_REQUIREMENTS"]
 
 # Never needed to predict from the bundle: the tracking and Spark side of the lifecycle.
 DROPPED_REQUIREMENTS = ("mlflow", "mlflow-skinny", "deltaflow", "pyspark", "delta-spark", "deltalake",
@@ -36,6 +38,10 @@ DROPPED_REQUIREMENTS = ("mlflow", "mlflow-skinny", "deltaflow", "pyspark", "delt
 _SKLEARN_LOADERS = ("mlflow.sklearn", "deltaflow.sklearn")
 _PYFUNC_LOADERS = ("mlflow.pyfunc.model", "deltaflow.pyfunc")
 _SPARK_LOADERS = ("mlflow.spark", "deltaflow.spark")
+# What of deltaflow a custom model's pickle may refer to: the runner stands in for these.
+_STAND_INS = {("deltaflow.pyfunc", n) for n in ("PythonModel", "PythonModelContext", "_FunctionModel")}
+_OPENERS = {None: "builtins", "gzip": "gzip", "bzip2": "bz2", "lzma": "lzma"}
+_PUSH_TEXT = ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING", "BINSTRING", "STRING")
 
 
 @dataclass(frozen=True)
@@ -61,11 +67,59 @@ def _model_requirements(model_dir: str) -> list[str]:
         return [line.strip() for line in fh if line.strip() and not line.lstrip().startswith(("#", "-"))]
 
 
+def pickle_globals(data: bytes) -> set[tuple[str, str]]:
+    """``(module, name)`` of every class and function a pickle refers to, read from its opcodes (the
+    two strings pushed, or fetched from the memo, before each STACK_GLOBAL). Nothing is unpickled."""
+    import pickletools
+
+    found: set[tuple[str, str]] = set()
+    recent: list[Optional[str]] = []  # what the last opcodes pushed, None for anything but text
+    memo: dict[int, Optional[str]] = {}
+    for opcode, arg, _ in pickletools.genops(data):
+        name = opcode.name
+        if name == "GLOBAL" and isinstance(arg, str):
+            module, _, attr = arg.partition(" ")
+            found.add((module, attr))
+        elif name == "STACK_GLOBAL" and len(recent) >= 2 and recent[-2] and recent[-1]:
+            found.add((recent[-2], recent[-1]))  # type: ignore[arg-type]
+        if name in _PUSH_TEXT:
+            recent.append(arg if isinstance(arg, str) else None)
+        elif name == "MEMOIZE":
+            memo[len(memo)] = recent[-1] if recent else None
+        elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            memo[int(arg)] = recent[-1] if recent else None
+        elif name in ("BINGET", "LONG_BINGET", "GET"):
+            recent.append(memo.get(int(arg)))
+        elif opcode.stack_after and name not in ("MEMOIZE", "FRAME", "PROTO"):
+            recent.append(None)
+        del recent[:-2]
+    return found
+
+
+def _pickle_needs(path: str, compression: Optional[str], uri: str) -> list[str]:
+    """Extra requirements for what the model's pickle refers to (``mlflow``), or InvalidArgument when it
+    refers to deltaflow beyond the base classes the runner stands in for."""
+    import importlib
+
+    opener = importlib.import_module(_OPENERS[compression]).open
+    with opener(path, "rb") as fh:
+        refs = pickle_globals(fh.read())
+    ours = sorted(f"{m}.{n}" for m, n in refs if m.split(".")[0] == "deltaflow" and (m, n) not in _STAND_INS)
+    if ours:
+        raise InvalidArgument(f"the model {uri!r} refers to {', '.join(ours)} of deltaflow, which an exported "
+                              "bundle does not contain (it stands in only for deltaflow.pyfunc's PythonModel); "
+                              "keep deltaflow code out of the model object, or serve it with `deltaflow "
+                              "models serve`")
+    return ["mlflow"] if any(m.split(".")[0] == "mlflow" for m, _ in refs) else []
+
+
 def bundle_requirements(model_requirements: list[str], needs: list[str]) -> list[str]:
-    """The model's pins minus :data:`DROPPED_REQUIREMENTS`, plus ``needs`` pinned to installed versions."""
+    """The model's pins minus :data:`DROPPED_REQUIREMENTS` (``mlflow`` kept when ``needs`` names it),
+    plus ``needs`` pinned to installed versions."""
     from deltaflow.models.environment import distribution_version
 
-    lines = [r for r in model_requirements if _name(r) not in DROPPED_REQUIREMENTS]
+    keep = {_name(n) for n in needs}
+    lines = [r for r in model_requirements if _name(r) not in DROPPED_REQUIREMENTS or _name(r) in keep]
     have = {_name(r) for r in lines}
     for dist in needs:
         if _name(dist) in have:
@@ -98,10 +152,12 @@ def _spec(model_dir: str, meta: Any, uri: str) -> tuple[dict[str, Any], list[str
             raise InvalidArgument(f"the model {uri!r} uses serialization_format {fmt!r}; exportable: "
                                   "cloudpickle, pickle, skops")
         rel = pyfunc.get("model_path") or conf.get("pickled_model") or "model.pkl"
-        model_file(model_dir, rel, "python_function.model_path")  # inside the folder
+        path = model_file(model_dir, rel, "python_function.model_path")  # inside the folder
         spec.update(kind="sklearn", model_file=rel, serialization_format=fmt,
                     predict_fn=pyfunc.get("predict_fn") or "predict")
         needs += ["scikit-learn", "scipy"] + ({"cloudpickle": ["cloudpickle"], "skops": ["skops"]}.get(fmt, []))
+        if fmt != "skops":
+            needs += _pickle_needs(path, None, uri)
     elif loader in _PYFUNC_LOADERS:
         rel = pyfunc.get("python_model")
         if not isinstance(rel, str) or rel.endswith(".py"):
@@ -111,7 +167,7 @@ def _spec(model_dir: str, meta: Any, uri: str) -> tuple[dict[str, Any], list[str
         if compression not in (None, "gzip", "bzip2", "lzma"):
             raise InvalidArgument(f"the model {uri!r} has python_model_compression {compression!r}; exportable: "
                                   "gzip, bzip2, lzma")
-        model_file(model_dir, rel, "python_function.python_model")
+        needs += _pickle_needs(model_file(model_dir, rel, "python_function.python_model"), compression, uri)
         artifacts = {k: (v.get("path") if isinstance(v, dict) else v) for k, v in (pyfunc.get("artifacts") or {}).items()}
         for key, path in artifacts.items():
             model_file(model_dir, path, f"python_function.artifacts.{key}")

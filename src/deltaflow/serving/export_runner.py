@@ -41,9 +41,9 @@ class InputError(ValueError):
     """Input the model cannot take; the message names the column or field."""
 
 
-# -- stand-ins for the base classes a pickled custom model refers to --------------------------
+# -- stand-ins for what a pickled deltaflow custom model refers to -----------------------------
 class PythonModel:
-    """Stands in for deltaflow.pyfunc.PythonModel / mlflow.pyfunc.PythonModel when neither is installed."""
+    """Stands in for deltaflow.pyfunc.PythonModel when deltaflow is not installed."""
 
     def load_context(self, context: Any) -> None:
         pass
@@ -68,23 +68,20 @@ class PythonModelContext:
 
 
 def _install_stand_ins() -> None:
-    """Register the stand-in modules unless the real packages are importable."""
-    for package, module in (("deltaflow", "deltaflow.pyfunc"), ("mlflow", "mlflow.pyfunc.model")):
-        try:
-            __import__(module)
-            continue
-        except ImportError:
-            pass
-        stand_in = types.ModuleType(module)
-        stand_in.PythonModel, stand_in.PythonModelContext = PythonModel, PythonModelContext
-        stand_in._FunctionModel = _FunctionModel
-        parts = module.split(".")
-        for i in range(1, len(parts)):
-            sys.modules.setdefault(".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
-        sys.modules[module] = stand_in
-        if package == "mlflow":
-            sys.modules["mlflow.pyfunc"].PythonModel = PythonModel  # type: ignore[attr-defined]
-            sys.modules["mlflow.pyfunc"].PythonModelContext = PythonModelContext  # type: ignore[attr-defined]
+    """Register ``deltaflow.pyfunc`` stand-ins unless deltaflow is importable. The export checked that
+    the pickle refers to nothing else of deltaflow; a model pickled by MLflow refers to MLflow's own
+    code, so its bundle installs MLflow."""
+    try:
+        import deltaflow.pyfunc  # noqa: F401
+        return
+    except ImportError:
+        pass
+    stand_in = types.ModuleType("deltaflow.pyfunc")
+    stand_in.PythonModel, stand_in.PythonModelContext = PythonModel, PythonModelContext  # type: ignore[attr-defined]
+    stand_in._FunctionModel = _FunctionModel  # type: ignore[attr-defined]
+    package = types.ModuleType("deltaflow")
+    package.pyfunc = stand_in  # type: ignore[attr-defined]
+    sys.modules["deltaflow"], sys.modules["deltaflow.pyfunc"] = package, stand_in
 
 
 # -- the model ---------------------------------------------------------------------------------
