@@ -159,7 +159,7 @@ class ModelWatcher:
 
     ``check()`` does one poll (blocking: a registry read, and a model load when the version moved);
     the server runs it in a thread every ``interval`` seconds. A version that fails to load is logged
-    and not retried until the pointer moves again; the model being served stays in place.
+    and not retried while the pointer stays on it; the model being served stays in place.
     """
 
     def __init__(self, slot: ModelSlot, tracking_uri: Optional[str], interval: float,
@@ -188,7 +188,10 @@ class ModelWatcher:
                 _log.warning("deltaflow serve: cannot resolve %s (%s); still serving version %s",
                              self.uri, exc.message, self.slot.current.version)
                 return None
-            if target == self.slot.current.version or target == self._refused:
+            if target == self.slot.current.version:
+                self._refused = None  # the pointer came back: a later move to that version is tried again
+                return None
+            if target == self._refused:
                 return None
             _log.info("deltaflow serve: %s moved to version %s; loading it beside version %s",
                       self.uri, target, self.slot.current.version)
