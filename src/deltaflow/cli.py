@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import click
 
+from deltaflow._cli_lazy import LazyGroup
 from deltaflow.errors import DeltaflowError, InvalidArgument
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,7 +122,7 @@ def _run_dict(run: "Run") -> dict[str, Any]:
             "inputs": [dataclasses.asdict(i) for i in run.inputs.dataset_inputs]}
 
 
-class _Group(click.Group):
+class _Group(LazyGroup):
     """Turns deltaflow's own errors, and storage and file errors (``OSError``, delta-rs's errors),
     into one plain ``error:`` line and exit status 2, without a traceback."""
 
@@ -143,7 +144,15 @@ class _Group(click.Group):
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+# Commands of other packages, imported when they run.
+_LAZY_COMMANDS = {
+    "run": "deltaflow.projects.cli:run",
+    "jobs": "deltaflow.projects.cli_jobs:jobs",
+}
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+             lazy_commands=_LAZY_COMMANDS)
 @click.option("--tracking-uri", envvar="DELTAFLOW_TRACKING_URI", default=None, metavar="URI",
               help="Store location: a folder, dbfs:/..., s3a://... or metastore:<schema> "
                    "[env DELTAFLOW_TRACKING_URI; default ./deltaflow-store].")

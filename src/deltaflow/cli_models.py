@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import click
 
+from deltaflow._cli_lazy import LazyGroup
+
 if TYPE_CHECKING:  # pragma: no cover
     from deltaflow.registry.entities import Activity, ModelVersion
     from deltaflow.tracking.client import DeltaflowClient
@@ -125,7 +127,11 @@ def _archived_note(activity: Optional["Activity"]) -> str:
 
 
 # -- the group -------------------------------------------------------------------------------
-@click.group("models")
+@click.group("models", cls=LazyGroup, lazy_commands={
+    "score": "deltaflow.serving.cli:score",
+    "serve": "deltaflow.serving.cli_rest:serve",
+    "export": "deltaflow.serving.cli_rest:export",
+})
 def models() -> None:
     """Browse registered models; move versions between stages; aliases; approve transition requests."""
 
