@@ -182,7 +182,7 @@ class ThreadServer:
     """The same app in a uvicorn server on a thread of the test process (for the extra models whose
     payload handling is checked; the protocol itself is tested against the subprocess server)."""
 
-    def __init__(self, model_uri: str, tracking_uri: str) -> None:
+    def __init__(self, model_uri: str, tracking_uri: str, **settings: Any) -> None:
         import threading
 
         import requests
@@ -192,7 +192,7 @@ class ThreadServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app_for(ServeSettings(model_uri, tracking_uri)), host="127.0.0.1", port=self.port,
+        config = uvicorn.Config(app_for(ServeSettings(model_uri, tracking_uri, **settings)), host="127.0.0.1", port=self.port,
                                 log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import time
 
 import pytest
 
@@ -26,6 +27,12 @@ def server(registry):
     srv = Server(registry, "models:/scaled/1", "--max-body-size", "64K")
     yield srv
     srv.stop()
+
+
+def requests_session():
+    import requests
+
+    return requests.Session()
 
 
 def _csv() -> bytes:
@@ -150,6 +157,36 @@ def test_bad_payloads_get_a_clear_error_and_the_server_stays_up(server, case):
     assert words in payload["message"], payload["message"]
     assert server.alive()
     assert server.invoke({"inputs": {"x": [1.0], "n": [1]}}).json() == {"predictions": [3.0]}
+
+
+def test_ping_answers_while_a_prediction_runs(server):
+    import threading
+
+    done = threading.Event()
+
+    def slow() -> None:
+        server.invoke({"inputs": {"x": [1.0], "n": [1]}, "params": {"delay": 1.2}}, session=requests_session())
+        done.set()
+
+    thread = threading.Thread(target=slow, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    assert server.http.get(server.url + "/ping", timeout=10).status_code == 200
+    assert server.invoke({"inputs": {"x": [1.0], "n": [1]}}).json() == {"predictions": [3.0]}
+    assert not done.is_set()  # both answered while the slow prediction was still running
+    thread.join(30)
+    assert done.is_set()
+
+
+def test_a_prediction_over_the_timeout_gets_504(registry):
+    srv = ThreadServer("models:/scaled/1", registry.uri, timeout_s=0.5)
+    try:
+        slow = srv.invoke({"inputs": {"x": [1.0], "n": [1]}, "params": {"delay": 1.5}})
+        assert slow.status_code == 504
+        assert slow.json()["error_code"] == "DEADLINE_EXCEEDED" and "0.5 s" in slow.json()["message"]
+        assert srv.invoke({"inputs": {"x": [1.0], "n": [1]}}).json() == {"predictions": [3.0]}
+    finally:
+        srv.stop()
 
 
 def test_method_and_path_errors(server):
