@@ -10,7 +10,9 @@ launched, each repeat, three ways, one after the other so they share the machine
 * ``mlflow run <project> -P alpha=0.5 --env-manager local`` against a fresh sqlite store
   (``MLFLOW_TRACKING_URI=sqlite:///…``, MLflow 3's default backend).
 
-Launcher overhead = launcher wall time − bare command wall time (medians). A second project, whose entry
+Launcher overhead = launcher wall time − bare command wall time (medians); the same difference in CPU
+time (user + sys of the launcher and everything it waited for, from ``RUSAGE_CHILDREN``) is printed too,
+as it hardly moves with the machine's load. A second project, whose entry
 point imports its library and logs one metric into the handed-over run, is then launched the same way
 (deltaflow's child imports deltaflow, MLflow's imports mlflow): the end-to-end cost a user sees. Each store
 gets one untimed warm-up launch (table creation; MLflow's schema migrations) first. Every launch is checked
@@ -82,6 +84,16 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _with_cpu(fn: Callable[[], ProcResult]) -> tuple[ProcResult, float]:
+    """The result and the CPU time (user + sys) the process and every descendant it waited for used."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = fn()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return result, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 class Launchers:
     """The three ways to run a project folder, each a timed child process."""
 
@@ -141,6 +153,7 @@ def measure(res: Results, launchers: Launchers, projects: dict[str, str], name: 
     if "mlflow" in projects:
         runners.append(("mlflow", lambda: launchers.mlflow(projects["mlflow"], name)))
     samples: dict[str, list[float]] = {column: [] for column, _fn in runners}
+    cpu: dict[str, list[float]] = {column: [] for column, _fn in runners}
     engines: set[str] = set()
     spark_loaded = False
     for column, fn in runners[1:] if not metric else runners:  # warm-up: table creation, schema migrations
@@ -148,8 +161,9 @@ def measure(res: Results, launchers: Launchers, projects: dict[str, str], name: 
             fn()
     for i in range(repeats):
         for column, fn in runners:
-            result = fn()
+            result, cpu_s = _with_cpu(fn)
             samples[column].append(result.wall_s)
+            cpu[column].append(cpu_s)
             if column == "rust":
                 spark_loaded |= bool(result.probe.get("pyspark"))
                 engines.update(result.probe.get("engines", []))
@@ -170,6 +184,9 @@ def measure(res: Results, launchers: Launchers, projects: dict[str, str], name: 
             res.put(KEY, labels["overhead"], column, fmt_s(overhead) + wrong,
                     met=verdict(overhead, "<=", TARGET_OVERHEAD_S) if column == "rust" else None,
                     target=f"≤ {TARGET_OVERHEAD_S} s (deltaflow)")
+            # CPU time barely depends on how busy the machine is; wall time does.
+            res.put(KEY, labels["cpu"], column, fmt_s(median(cpu[column]) - median(cpu["bare"])),
+                    raw={"samples": cpu[column], "bare": cpu["bare"]})
     res.put(KEY, labels["wall"], "rust", note=f"launcher engine {'/'.join(sorted(engines)) or '?'}, "
                                               f"{'pyspark imported' if spark_loaded else 'no pyspark, no JVM'}")
 
@@ -208,6 +225,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             "wall": f"trivial project: launcher wall time, median of {args.repeats}",
             "p95": "  trivial project, p95",
             "overhead": "launcher overhead over the bare command (median − median)",
+            "cpu": "  launcher CPU time (user+sys) over the bare command's",
         }, metric=False)
         logging_projects = {"rust": _project(dirs, "logs-deltaflow", LOGGING.format(lib="deltaflow"))}
         if not args.skip_mlflow:
