@@ -95,6 +95,7 @@ async def _read_body(request: Any, limit: int) -> bytes:
 def build_app(slot: ModelSlot, settings: ServeSettings, watcher: Optional[ModelWatcher] = None) -> Any:
     """The Starlette app serving ``slot``; ``watcher`` (if any) polls while the app runs."""
     from starlette.applications import Starlette
+    from starlette.requests import ClientDisconnect
     from starlette.responses import Response
     from starlette.routing import Route
 
@@ -116,6 +117,8 @@ def build_app(slot: ModelSlot, settings: ServeSettings, watcher: Optional[ModelW
     async def invocations(request: Any) -> Any:
         try:
             body = await _read_body(request, limit)
+        except ClientDisconnect:  # the client went away mid-body: nobody to answer
+            return Response(status_code=400)
         except _TooLarge as exc:
             size = f"{exc.size} bytes" if exc.exact else f"more than {limit} bytes"
             # Connection: close, as the rest of the body is never read on this connection.
