@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from deltaflow.entities import RunStatus
 from deltaflow.projects.environments import Environment, docker_argv
 from deltaflow.projects.submitted import LocalSubmittedRun
 
-__all__ = ["EXIT_CODE_TAG", "ERROR_TAG", "run_env_vars", "launch"]
+__all__ = ["EXIT_CODE_TAG", "ERROR_TAG", "run_env_vars", "launch", "recorder"]
 
 EXIT_CODE_TAG = "deltaflow.project.exitCode"
 ERROR_TAG = "deltaflow.project.error"
@@ -63,18 +63,18 @@ def launch(command: str, work_dir: str, run_id: str, variables: Mapping[str, str
     return LocalSubmittedRun(run_id, process, on_exit)
 
 
-def recorder(client: object, run_id: str, cleanup: Optional[Callable[[], None]] = None
+def recorder(client: Any, run_id: str, cleanup: Optional[Callable[[], None]] = None
              ) -> Callable[[str, int], Optional[str]]:
     """The ``on_exit`` of a local run: the exit code tag and the terminal status, made durable."""
 
     def record(status: str, exit_code: int) -> str:
         try:
             if status == RunStatus.FINISHED:
-                current = client.get_run(run_id).info.status  # type: ignore[attr-defined]
+                current = client.get_run(run_id).info.status
                 if current in (RunStatus.FAILED, RunStatus.KILLED):
                     status = current  # the entry point ended its run so itself; keep its word
-            client.set_tag(run_id, EXIT_CODE_TAG, str(exit_code))  # type: ignore[attr-defined]
-            client.set_terminated(run_id, status)  # type: ignore[attr-defined]  # flushes: durable on return
+            client.set_tag(run_id, EXIT_CODE_TAG, str(exit_code))
+            client.set_terminated(run_id, status)  # flushes: durable when it returns
             _log.info("deltaflow: run %s %s (exit status %s)", run_id, status, exit_code)
             return status
         finally:
