@@ -241,9 +241,11 @@ def _build_local_session() -> "SparkSession":
         .config("spark.sql.warehouse.dir", os.environ.get("DELTAFLOW_WAREHOUSE_DIR", "spark-warehouse"))
         # A long-lived local session (a notebook, a test run) touches many tables: Delta keeps up to
         # 10,000 DeltaLogs with their snapshots and Spark keeps 1,000 query executions for the (off)
-        # UI by default. In a 2 GB driver that ends in back-to-back full GCs (measured: 740 s of GC
-        # in one test run), so bound both.
-        .config("spark.databricks.delta.deltaLog.cacheSize", os.environ.get("DELTAFLOW_DELTALOG_CACHE_SIZE", "64"))
+        # UI by default. A DeltaLog with its snapshot holds ~3 MB, so a process that opens a store a
+        # minute grows by ~30 MB a time until back-to-back full GCs (measured: 740 s of GC in one test
+        # run), so bound both. Delta's key is "<prefix>delta.log.cacheSize" (read once, at the first
+        # DeltaLog); an evicted table's log is simply replayed again from its last checkpoint.
+        .config("spark.databricks.delta.delta.log.cacheSize", os.environ.get("DELTAFLOW_DELTALOG_CACHE_SIZE", "64"))
         .config("spark.sql.ui.retainedExecutions", "50")
         .config("spark.ui.retainedJobs", "100")
         .config("spark.ui.retainedStages", "100")
