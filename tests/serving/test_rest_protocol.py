@@ -265,3 +265,39 @@ def test_tensor_model_instances_and_inputs(registry):
         assert text.status_code == 400 and "float64" in text.json()["message"]
     finally:
         srv.stop()
+
+
+def test_connections_get_tcp_nodelay_on_a_socket_bound_as_for_several_workers(server, registry):
+    """With --workers N uvicorn binds the listener with protocol number 0, so asyncio leaves Nagle on for
+    its connections; the server's HTTP protocol class turns TCP_NODELAY on for every connection."""
+    import threading
+
+    import requests
+    import uvicorn
+
+    from deltaflow.serving import rest_app
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # proto 0, as uvicorn binds it
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    app = rest_app.app_for(rest_app.ServeSettings("models:/scaled/1", registry.uri))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", http=rest_app.NoDelayHTTPProtocol))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.02)
+        with requests.Session() as http:  # keep-alive: the connection stays open for the check
+            response = http.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": {"x": [1.0], "n": [1]}})
+            assert response.json() == {"predictions": [3.0]}
+            connections = list(server.server_state.connections)
+            assert connections
+            for connection in connections:
+                sock = connection.transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        listener.close()

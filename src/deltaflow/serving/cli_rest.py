@@ -84,8 +84,10 @@ def serve(ctx: click.Context, model_uri: str, host: str, port: int, workers: int
                              limit, timeout, log_level)
     click.echo(f"deltaflow: serving {served.label} on http://{host}:{port} with {workers} worker(s)"
                + (f"; checking the registry every {poll_interval:g} s" if watching else ""), err=True)
+    from deltaflow.serving import rest_app
+
     common: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "access_log": access_log,
-                              "timeout_graceful_shutdown": 10}
+                              "timeout_graceful_shutdown": 10, "http": rest_app.NoDelayHTTPProtocol}
     if workers == 1:
         uvicorn.run(app_for(settings, served), **common)
     else:

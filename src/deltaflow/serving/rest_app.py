@@ -175,6 +175,40 @@ def create_app() -> Any:
     return app_for(settings)
 
 
+def _no_delay_protocol() -> type:
+    """uvicorn's HTTP protocol ("auto": httptools when installed, else h11) with TCP_NODELAY set on
+    every connection.
+
+    With ``--workers N`` uvicorn binds the listening socket itself with protocol number 0, and asyncio
+    sets TCP_NODELAY only on connections of sockets whose protocol is TCP; uvicorn writes a response's
+    head and body separately, so without it the body waits for the client's delayed ACK (~40 ms per
+    request on one keep-alive connection). Single-worker servers already get it from asyncio.
+    """
+    import socket
+
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class NoDelayHTTPProtocol(AutoHTTPProtocol):  # type: ignore[valid-type, misc]
+        def connection_made(self, transport: Any) -> None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            super().connection_made(transport)
+
+    NoDelayHTTPProtocol.__module__, NoDelayHTTPProtocol.__qualname__ = __name__, "NoDelayHTTPProtocol"
+    return NoDelayHTTPProtocol
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first use, so this module imports without uvicorn; uvicorn's worker processes find the
+    # class by this name when they unpickle their configuration.
+    if name == "NoDelayHTTPProtocol":
+        cls = globals()[name] = _no_delay_protocol()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def configure_logging(level: str) -> None:
     """deltaflow's serving log lines (model swaps, refused versions) on stderr, beside uvicorn's."""
     logger = logging.getLogger("deltaflow")
