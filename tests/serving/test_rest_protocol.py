@@ -119,6 +119,8 @@ BAD = {
                             "'dataframe_split' must be an object"),
     "split without data": ({"dataframe_split": {"columns": ["x", "n"]}}, "application/json", 400, "BAD_REQUEST",
                            "no 'data' key"),
+    "split repeated column": ({"dataframe_split": {"columns": ["x", "x", "n"], "data": [[1.0, 2.0, 1]]}},
+                              "application/json", 400, "BAD_REQUEST", "['x'] more than once"),
     "split ragged row": ({"dataframe_split": {"columns": ["x", "n"], "data": [[1.0, 1], [2.0]]}},
                          "application/json", 400, "BAD_REQUEST", "row 1"),
     "records not a list": ({"dataframe_records": {"x": 1.0, "n": 1}}, "application/json", 400, "BAD_REQUEST",

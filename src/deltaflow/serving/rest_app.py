@@ -65,8 +65,14 @@ def score(served: ServedModel, body: bytes, content_type: Optional[str]) -> tupl
     model = served.model
     try:
         data, params = parse_request(body, content_type, model.metadata.signature)
+    except DeltaflowError as exc:  # a malformed body
+        return exc.http_status, error_json(exc.error_code, exc.message)
+    except Exception as exc:  # noqa: BLE001 - a shape the parser's own checks did not foresee
+        return 400, error_json("BAD_REQUEST", f"the request could not be read as model input: "
+                               f"{type(exc).__name__}: {exc}")
+    try:
         predictions = model.predict(data, params)
-    except DeltaflowError as exc:  # a malformed body, or input the signature refuses
+    except DeltaflowError as exc:  # input the signature refuses
         return exc.http_status, error_json(exc.error_code, exc.message)
     except Exception as exc:  # noqa: BLE001 - the model's own failure on this input, answered as MLflow does
         _log.info("prediction failed", exc_info=True)

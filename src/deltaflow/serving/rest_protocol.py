@@ -137,6 +137,11 @@ def _frame(where: str, **kwargs: Any) -> Any:
 
     columns = kwargs.get("columns")
     if columns is not None:
+        if len(set(columns)) != len(columns):
+            import collections
+
+            repeated = sorted(str(c) for c, n in collections.Counter(columns).items() if n > 1)
+            raise BadRequest(f"{where} names the column(s) {repeated} more than once; column names must be unique")
         # Plain object labels: pandas 3 would build an Arrow string index for every request (~0.1 ms),
         # and scikit-learn validates a frame with object labels faster too.
         kwargs["columns"] = pd.Index(columns, dtype=object)
