@@ -139,6 +139,7 @@ def test_scikit_learn_bundle(registry, tmp_path):
     assert json.loads(run.stdout)["predictions"] == model.predict(frame).tolist()
 
 
+@pytest.mark.filterwarnings("ignore:Add type hints:UserWarning")  # MLflow's advice on the model class
 def test_mlflow_saved_custom_model_keeps_its_mlflow_pin(tmp_path):
     """MLflow 3 wraps a custom model's predict with its own code, which the pickle then refers to: the
     bundle pins mlflow (run by this interpreter, where MLflow is installed)."""
