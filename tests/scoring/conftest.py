@@ -15,7 +15,9 @@ import scoring_models
 pytestmark = pytest.mark.spark
 
 FEATURES = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "b": [0.0, 1.0, 0.0, 1.0, 1.0, 0.0]})
-COEFS = {1: (2.0, 1.0), 2: (10.0, -1.0)}  # version -> (coef of a, coef of b): y = ca*a + cb*b
+COEFS = {1: (2.0, 1.0), 2: (10.0, -1.0)}
+SPARK_ROWS = [(1.0, 2.0, "a", 0.0), (2.0, 1.0, "b", 1.0), (3.0, 0.5, "a", 1.0), (0.1, 3.0, "b", 0.0),
+              (2.5, 0.7, "a", 1.0), (0.4, 2.2, "b", 0.0), (1.7, 1.1, "a", 1.0), (0.9, 2.6, "b", 0.0)]  # version -> (coef of a, coef of b): y = ca*a + cb*b
 
 
 def expected(version: int, frame: pd.DataFrame) -> np.ndarray:
@@ -61,9 +63,29 @@ def multi_path(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def pipeline_path(spark, tmp_path_factory):
+    """A saved Spark ML pipeline (StringIndexer, VectorAssembler, LogisticRegression) on x, y, cat."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.feature import StringIndexer, VectorAssembler
+
+    import deltaflow.spark
+
+    training = spark.createDataFrame(SPARK_ROWS, ["x", "y", "cat", "label"])
+    model = Pipeline(stages=[StringIndexer(inputCol="cat", outputCol="cat_idx"),
+                             VectorAssembler(inputCols=["x", "y", "cat_idx"], outputCol="features"),
+                             LogisticRegression(maxIter=5)]).fit(training)
+    path = str(tmp_path_factory.mktemp("pipeline") / "model")
+    deltaflow.spark.save_model(model, path, input_example=training.drop("label").limit(2).toPandas())
+    return path
+
+
 @pytest.fixture()
 def recorder(tmp_path):
     """``(model_path, log_dir)``: a Recorder model whose loads are logged to ``log_dir``."""
+    import sysconfig
+
     import deltaflow.pyfunc
     from deltaflow.models.schema import ColSpec, ModelSignature, Schema
 
@@ -72,11 +94,11 @@ def recorder(tmp_path):
     marker = tmp_path / "marker.txt"
     marker.write_text("shipped")
     outputs = Schema([ColSpec("long", "pid"), ColSpec("string", "prefix"), ColSpec("string", "marker"),
-                      ColSpec("double", "x2")])
+                      ColSpec("double", "x2"), ColSpec("boolean", "outside")])
     path = str(tmp_path / "recorder")
     deltaflow.pyfunc.save_model(path, python_model=scoring_models.Recorder(), artifacts={"marker": str(marker)},
                                 signature=ModelSignature(Schema([ColSpec("double", "x")]), outputs),
-                                model_config={"log_dir": str(log_dir)})
+                                model_config={"log_dir": str(log_dir), "outside": sysconfig.get_paths()["purelib"]})
     return path, str(log_dir)
 
 
@@ -135,3 +157,36 @@ def no_jobs(spark):
             assert list(jobs) == [], f"Spark jobs ran: {list(jobs)}"
 
     return check
+
+
+@pytest.fixture(scope="session")
+def env_cache(tmp_path_factory):
+    """One virtualenv cache for the test session: the first virtualenv UDF builds the environment
+    (from pip's own cache of wheels), later ones in the session reuse it by content hash."""
+    return str(tmp_path_factory.mktemp("env-cache"))
+
+
+def run_script(script: str, args: list[str], env: dict, cwd: str, timeout: int = 600) -> dict:
+    """Run ``script`` in a new Python process; the JSON after its ``RESULT `` line."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=cwd)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def child_env(**extra: str) -> dict:
+    """The environment of a child Spark process: this interpreter for its Python workers, no store
+    or engine choice inherited from the test process."""
+    import sys
+
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+           "DELTAFLOW_DRIVER_MEMORY": "1g"}
+    for name in ("DELTAFLOW_ENGINE", "DELTAFLOW_TRACKING_URI", "SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE"):
+        env.pop(name, None)
+    env.update(extra)
+    return env

@@ -34,18 +34,21 @@ class MultiOutput(deltaflow.pyfunc.PythonModel):
 
 class Recorder(deltaflow.pyfunc.PythonModel):
     """Records every load (the loading process's id) in ``model_config['log_dir']``; predicts the
-    scoring process's id, its ``sys.prefix`` and where its artifact file was read from."""
+    scoring process's id, its ``sys.prefix``, where its artifact file was read from, and whether the
+    site-packages of the interpreter that saved it (``model_config['outside']``) is on its path."""
 
     def load_context(self, context):
         log_dir = context.model_config["log_dir"]
         with open(os.path.join(log_dir, f"load-{os.getpid()}-{os.urandom(4).hex()}"), "w") as fh:
-            fh.write(context.artifacts["marker"])
+            fh.write(f"{os.getppid()}\n{sys.prefix}\n{context.artifacts['marker']}")
         self.marker = context.artifacts["marker"]
 
     def predict(self, context, model_input, params=None):
         rows = len(model_input)
+        outside = context.model_config["outside"] in sys.path  # the saving interpreter's site-packages
         return pd.DataFrame({"pid": np.full(rows, os.getpid(), dtype="int64"), "prefix": [sys.prefix] * rows,
-                             "marker": [self.marker] * rows, "x2": model_input["x"].to_numpy() * 2.0})
+                             "marker": [self.marker] * rows, "x2": model_input["x"].to_numpy() * 2.0,
+                             "outside": [outside] * rows})
 
 
 class Poisoned(deltaflow.pyfunc.PythonModel):
@@ -66,3 +69,14 @@ class Poisoned(deltaflow.pyfunc.PythonModel):
 def loads(log_dir: str) -> list[int]:
     """The process ids that loaded a Recorder model logging to ``log_dir``, one entry per load."""
     return sorted(int(name.split("-")[1]) for name in os.listdir(log_dir) if name.startswith("load-"))
+
+
+def load_records(log_dir: str) -> list[dict]:
+    """Each load: the loading process, its parent, its ``sys.prefix`` and the artifact path it read."""
+    out = []
+    for name in sorted(os.listdir(log_dir)):
+        if name.startswith("load-"):
+            with open(os.path.join(log_dir, name)) as fh:
+                parent, prefix, marker = fh.read().split("\n")
+            out.append({"pid": int(name.split("-")[1]), "parent": int(parent), "prefix": prefix, "marker": marker})
+    return out

@@ -10,31 +10,15 @@ import pytest
 import deltaflow
 import deltaflow.pyfunc
 import deltaflow.spark
+from conftest import SPARK_ROWS
 from deltaflow.errors import InvalidArgument
 
 pytestmark = pytest.mark.spark
 
-ROWS = [(1.0, 2.0, "a", 0.0), (2.0, 1.0, "b", 1.0), (3.0, 0.5, "a", 1.0), (0.1, 3.0, "b", 0.0),
-        (2.5, 0.7, "a", 1.0), (0.4, 2.2, "b", 0.0), (1.7, 1.1, "a", 1.0), (0.9, 2.6, "b", 0.0)]
-
 
 @pytest.fixture(scope="module")
 def training(spark):
-    return spark.createDataFrame(ROWS, ["x", "y", "cat", "label"])
-
-
-@pytest.fixture(scope="module")
-def pipeline_path(training, tmp_path_factory):
-    from pyspark.ml import Pipeline
-    from pyspark.ml.classification import LogisticRegression
-    from pyspark.ml.feature import StringIndexer, VectorAssembler
-
-    model = Pipeline(stages=[StringIndexer(inputCol="cat", outputCol="cat_idx"),
-                             VectorAssembler(inputCols=["x", "y", "cat_idx"], outputCol="features"),
-                             LogisticRegression(maxIter=5)]).fit(training)
-    path = str(tmp_path_factory.mktemp("pipeline") / "model")
-    deltaflow.spark.save_model(model, path, input_example=training.drop("label").limit(2).toPandas())
-    return path
+    return spark.createDataFrame(SPARK_ROWS, ["x", "y", "cat", "label"])
 
 
 @pytest.fixture(scope="module")
