@@ -30,13 +30,41 @@ def spark():
 ENGINES = ("spark", "rust")
 
 
-@pytest.fixture(params=ENGINES)
+def _names_engine(marker: pytest.Mark) -> bool:
+    names = marker.args[0] if marker.args else ""
+    names = names.split(",") if isinstance(names, str) else list(names)
+    return "engine" in [n.strip() for n in names]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A store test runs on the rust engine unless marked ``@pytest.mark.engines("spark", "rust")``.
+
+    Behaviour above the engine seam (validation, the fluent API, run life cycle) is the same code on
+    either engine, so it is tested once, on the fast one. Tests of what each engine does itself
+    (commits, reads, search compiled to Spark or Arrow, maintenance) are marked for both, and
+    tests/store/test_cross_engine.py runs both engines over the same data and requires equal results.
+    """
+    if "engine" not in metafunc.fixturenames:
+        return
+    if any(_names_engine(m) for m in metafunc.definition.iter_markers("parametrize")):
+        return  # the test names its engines itself
+    marker = metafunc.definition.get_closest_marker("engines")
+    engines = tuple(marker.args) if marker is not None else ("rust",)
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown engine(s) {sorted(unknown)}; use {ENGINES}")
+    metafunc.parametrize("engine", engines, indirect=True)
+
+
+@pytest.fixture()
 def engine(request, monkeypatch):
-    """Each store test runs once per engine; DELTAFLOW_ENGINE makes every store the test opens use it."""
-    if request.param == "spark":
+    """The store engine of the test (see pytest_generate_tests); DELTAFLOW_ENGINE makes every store the
+    test opens use it."""
+    name = getattr(request, "param", "rust")
+    if name == "spark":
         request.getfixturevalue("spark")
-    monkeypatch.setenv("DELTAFLOW_ENGINE", request.param)
-    return request.param
+    monkeypatch.setenv("DELTAFLOW_ENGINE", name)
+    return name
 
 
 @pytest.fixture()

@@ -1,12 +1,16 @@
 """The ``deltaflow`` CLI as users run it: real subprocesses, each against its own temporary store.
 
-The store-backed commands are exercised in one ordered scenario, once per engine (on the spark
-engine every command starts its own JVM, 15-30 s); the fast checks (help, usage and argument errors,
-doctor without Java) never start Spark.
+The store-backed commands are exercised in one ordered scenario, once per engine: on the rust engine
+every command is its own process, as users run it; on the spark engine the same commands run through
+the same click entry point inside the test process, on the shared SparkSession (a process per
+command would start a JVM each, 15-30 s, and the process boundary is already covered by the rust
+run). The fast checks (help, usage and argument errors, doctor without Java) never start Spark.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -17,6 +21,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+import deltaflow
+from deltaflow.tracking import fluent
 
 pytestmark = pytest.mark.e2e
 
@@ -47,6 +54,27 @@ def ok(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stdout
 
 
+def in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``cli``'s twin for the spark engine: the real ``deltaflow`` command in this process."""
+    from click.testing import CliRunner
+
+    from deltaflow.cli import cli as command
+
+    for key, value in _env(tmp_path).items():
+        if key.startswith("DELTAFLOW_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def run(_tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        result = runner.invoke(command, list(args), prog_name="deltaflow")
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return subprocess.CompletedProcess(["deltaflow", *args], result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
 SEED = """
 import json
 import pandas as pd
@@ -70,8 +98,13 @@ print(json.dumps(ids))
 
 
 @pytest.mark.parametrize("cli_engine", ["rust", "spark"])
-def test_store_commands_end_to_end(tmp_path: Path, cli_engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_store_commands_end_to_end(tmp_path: Path, cli_engine: str, monkeypatch: pytest.MonkeyPatch,
+                                   request: pytest.FixtureRequest) -> None:
     monkeypatch.setenv("DELTAFLOW_ENGINE", cli_engine)  # every subprocess below inherits it
+    cli = globals()["cli"]
+    if cli_engine == "spark":
+        request.getfixturevalue("spark")
+        cli = in_process(tmp_path, monkeypatch)
     # experiments create / list
     out = ok(cli(tmp_path, "experiments", "create", "cli-e2e"))
     match = re.search(r"Created experiment 'cli-e2e' with id (\d+)", out)
@@ -85,9 +118,17 @@ def test_store_commands_end_to_end(tmp_path: Path, cli_engine: str, monkeypatch:
     assert "Default" in by_name
 
     # runs written by a user's script
-    seed = subprocess.run([sys.executable, "-c", SEED], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
-                          text=True, timeout=SPARK_TIMEOUT)
-    ids = json.loads(ok(seed).strip().splitlines()[-1])
+    if cli_engine == "spark":
+        seed_output = io.StringIO()
+        with contextlib.redirect_stdout(seed_output):
+            exec(SEED, {})  # noqa: S102 - the user's script, on the shared session
+        deltaflow.set_tracking_uri(None)
+        fluent._active_experiment.clear()
+        ids = json.loads(seed_output.getvalue().strip().splitlines()[-1])
+    else:
+        seed = subprocess.run([sys.executable, "-c", SEED], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
+                              text=True, timeout=SPARK_TIMEOUT)
+        ids = json.loads(ok(seed).strip().splitlines()[-1])
     assert len(set(ids.values())) == 3
 
     # runs list: filter, order-by, JSON

@@ -60,6 +60,7 @@ def test_artifacts_round_trip_through_the_api(store_uri, tmp_path):
     assert mlflow.get_artifact_uri("x/y", run_id=rid).endswith(f"{rid}/artifacts/x/y")
 
 
+@pytest.mark.engines("spark", "rust")
 def test_log_input_records_delta_table_version(store_uri, spark, tmp_path):
     from deltaflow.tracking.datasets import from_delta
 
@@ -80,6 +81,7 @@ def test_log_input_records_delta_table_version(store_uri, spark, tmp_path):
     assert list(found["run_id"]) == [run.info.run_id]
 
 
+@pytest.mark.engines("spark", "rust")
 def test_gc_purges_deleted_runs_and_artifacts(client):
     from deltaflow.store import maintenance
 
@@ -114,6 +116,7 @@ def test_gc_purges_deleted_runs_and_artifacts(client):
     assert client.get_experiment_by_name("doomed") is None
 
 
+@pytest.mark.engines("spark", "rust")
 def test_optimize_compacts_and_refuses_unsafe_vacuum(client):
     from deltaflow.store import maintenance
 
@@ -225,6 +228,7 @@ def test_unwritable_store_raises_instead_of_hanging(spark, tmp_path):
     assert store.buffer._added == 1 and store.buffer._committed == 0
 
 
+@pytest.mark.engines("spark", "rust")
 def test_auto_compaction_bounds_small_files(client, spark, engine, monkeypatch):
     """Without anyone running optimize, many small commits do not pile up as many small files."""
     spark.conf.set("spark.databricks.delta.autoCompact.minNumFiles", "4")

@@ -138,7 +138,8 @@ FILTERS = [
     "attributes.end_time > 5000", "attributes.end_time <= 5001", "attributes.run_name LIKE 'r0%'",
     "attributes.run_id IN ('nope')", "attributes.run_id NOT IN ('nope')", "datasets.context = 'eval'",
     "datasets.name LIKE 'tbl%'", "metrics.acc > 0 AND params.lr = '1'", "params.lr != '2'",
-    "tags.grp ILIKE 'A' AND metrics.loss < 100",
+    "tags.grp ILIKE 'A' AND metrics.loss < 100", "attributes.start_time > 1002", "attributes.user_id != 'nobody'",
+    "datasets.digest IN ('d2', 'nope')", "datasets.name NOT IN ('tbl2')", "tags.`grp` = 'c'",
 ]
 ORDERS = [
     None, ["metrics.acc DESC"], ["metrics.acc ASC"], ["params.model"], ["params.model DESC"], ["tags.gone"],

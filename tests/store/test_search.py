@@ -16,7 +16,11 @@ pytestmark = pytest.mark.spark
 
 @pytest.fixture(scope="module", params=["spark", "rust"])
 def searched(request, tmp_path_factory):
-    """Six runs with known metrics/params/tags/datasets in one experiment (built once per engine)."""
+    """Six runs with known metrics/params/tags/datasets in one experiment (built once per engine).
+
+    Filters and orderings are checked against expected runs on the rust engine here; both engines are
+    required to agree on the same kinds of filter in test_cross_engine.py. Pagination, random text and
+    the property test of Spark execution run on Spark."""
     if request.param == "spark":
         request.getfixturevalue("spark")
     uri = str(tmp_path_factory.mktemp("search") / "store")
@@ -49,6 +53,7 @@ def _names(client, exp, filter_string="", order_by=None, **kw):
     return [r.info.run_name for r in client.search_runs([exp], filter_string, order_by=order_by, **kw)]
 
 
+@pytest.mark.parametrize("searched", ["rust"], indirect=True)
 @pytest.mark.parametrize(
     "flt, expected",
     [
@@ -89,12 +94,14 @@ def test_every_comparator(searched, flt, expected):
     assert set(_names(client, exp, flt)) == expected
 
 
+@pytest.mark.parametrize("searched", ["rust"], indirect=True)
 def test_run_id_in_and_not_in(searched):
     client, exp, ids = searched
     assert set(_names(client, exp, f"attributes.run_id IN ('{ids[0]}', '{ids[3]}')")) == {"run-0", "run-3"}
     assert len(_names(client, exp, f"attributes.run_id NOT IN ('{ids[0]}')")) == 5
 
 
+@pytest.mark.parametrize("searched", ["rust"], indirect=True)
 def test_order_by(searched):
     client, exp, _ = searched
     assert _names(client, exp) == [f"run-{i}" for i in reversed(range(6))]  # default: start_time DESC
@@ -125,6 +132,7 @@ def test_pagination(searched):
         client.search_runs([exp], max_results=0)
 
 
+@pytest.mark.parametrize("searched", ["rust"], indirect=True)
 def test_pandas_output_has_mlflow_columns(searched):
     client, exp, _ = searched
     mlflow.set_tracking_uri(client.tracking_uri)
@@ -141,6 +149,7 @@ def test_pandas_output_has_mlflow_columns(searched):
     assert list(df["params.model"]) == ["Tree"] * 3 + ["forest"] * 3
 
 
+@pytest.mark.parametrize("searched", ["rust"], indirect=True)
 def test_spark_output(searched):
     client, exp, _ = searched
     mlflow.set_tracking_uri(client.tracking_uri)
@@ -156,6 +165,7 @@ def test_spark_output(searched):
     assert {"run_id", "status", "start_time", "params.lr", "tags.group"} <= set(sdf.columns)
 
 
+@pytest.mark.parametrize("searched", ["rust"], indirect=True)
 def test_sql_view(searched, spark):
     from deltaflow.sql import register_views
 
@@ -169,6 +179,7 @@ def test_sql_view(searched, spark):
     assert [(r.run_name, r.acc, r.model) for r in rows] == [("run-4", 0.4, "forest")]
 
 
+@pytest.mark.parametrize("searched", ["rust"], indirect=True)
 @pytest.mark.parametrize(
     "hostile",
     [
@@ -214,6 +225,7 @@ def _valid_filters(draw):
     return f"attributes.run_name {op} {_quote(draw(_str))}"
 
 
+@pytest.mark.parametrize("searched", ["spark"], indirect=True)
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(flt=_valid_filters())
 def test_any_parsed_filter_runs_on_spark_without_raw_errors(searched, flt):

@@ -16,6 +16,7 @@ from deltaflow.errors import AlreadyExists, InvalidArgument, InvalidState, NotFo
 pytestmark = pytest.mark.spark
 
 
+@pytest.mark.engines("spark", "rust")
 def test_run_round_trip_params_metrics_tags(store_uri):
     mlflow.set_experiment("roundtrip")
     with mlflow.start_run(run_name="first", description="a note", tags={"team": "ml"}) as run:
@@ -167,6 +168,7 @@ def test_delete_tag_and_update_run_name(client):
     assert got.info.run_name == "after" and got.data.tags["mlflow.runName"] == "after"
 
 
+@pytest.mark.engines("spark", "rust")
 def test_experiments_lifecycle(client):
     exp_id = client.create_experiment("exp-a", tags={"owner": "me"})
     with pytest.raises(AlreadyExists, match="exp-a"):
@@ -219,6 +221,7 @@ def test_set_experiment_creates_and_rejects_deleted(store_uri):
         mlflow.set_experiment()
 
 
+@pytest.mark.engines("spark", "rust")
 def test_delete_and_restore_run(client):
     rid = client.create_run("0").info.run_id
     client.set_terminated(rid)
