@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import os
 import runpy
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -122,6 +123,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("script_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     project = _unpack(read_archive(args.archive), args.sha256)
+    try:
+        _launch(project, args)
+    finally:
+        # The unpacked copy is the launcher's own; a cluster's driver runs many job runs and its
+        # temporary folder would otherwise keep one copy per run.
+        shutil.rmtree(os.path.dirname(project), ignore_errors=True)
+
+
+def _launch(project: str, args: argparse.Namespace) -> None:
     print(f"deltaflow: project {args.archive} unpacked in {project}; tracking run {args.run_id}", flush=True)
     if args.python_file:
         extra = args.script_args[1:] if args.script_args[:1] == ["--"] else args.script_args
@@ -133,7 +143,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     kwargs = {"env_manager": args.env_manager} if args.env_manager else {}
     run(project, entry_point=args.entry_point, parameters=parameters, backend="local", run_id=args.run_id,
         experiment_id=args.experiment_id, tracking_uri=args.tracking_uri, synchronous=True, **kwargs)
-
 
 if __name__ == "__main__":
     main()
