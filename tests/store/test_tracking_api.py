@@ -235,6 +235,25 @@ def test_delete_and_restore_run(client):
     assert rid in [r.info.run_id for r in client.search_runs(["0"])]
 
 
+def test_a_run_created_scheduled_is_scheduled_from_its_first_commit(client, store_uri):
+    """A launcher creates its run SCHEDULED (a deltaflow extension of create_run): no reader ever sees
+    it RUNNING before the work starts."""
+    from deltaflow.config import resolve_location
+    from deltaflow.store.factory import make_engine
+
+    rid = client.create_run("0", status=RunStatus.SCHEDULED).info.run_id
+    assert client.get_run(rid).info.status == RunStatus.SCHEDULED
+    client.flush()
+    rows = make_engine(resolve_location(store_uri)).read("runs", columns=["run_id", "status"]).to_pylist()
+    assert [r["status"] for r in rows if r["run_id"] == rid] == [RunStatus.SCHEDULED]
+    before = sorted(r["run_id"] for r in rows)
+    with pytest.raises(InvalidArgument, match="run status 'QUEUED' is not valid; use one of"):
+        client.create_run("0", status="QUEUED")
+    client.flush()
+    after = make_engine(resolve_location(store_uri)).read("runs", columns=["run_id"]).to_pylist()
+    assert sorted(r["run_id"] for r in after) == before
+
+
 def test_synchronous_makes_data_visible_to_another_store(client, store_uri):
     from deltaflow.config import resolve_location
     from deltaflow.store.factory import make_engine

@@ -215,9 +215,8 @@ def _create_run(client: Any, experiment_name: Optional[str], experiment_id: Opti
     if active is not None:  # launched from inside a run: the project's run is its child, as in MLflow
         tags["mlflow.parentRunId"] = active.info.run_id
     exp_id = _experiment_id(client, experiment_name, experiment_id)
-    created = client.create_run(exp_id, tags=tags, run_name=run_name)
+    created = client.create_run(exp_id, tags=tags, run_name=run_name, status=RunStatus.SCHEDULED)
     run_id = created.info.run_id
-    client.update_run(run_id, status=RunStatus.SCHEDULED)
     if params:
         client.log_batch(run_id, params=params)
     return run_id, exp_id

@@ -158,6 +158,7 @@ class TrackingStore(ExperimentsMixin):
         start_time: Optional[int],
         tags: Sequence[tuple[str, str]],
         run_name: Optional[str],
+        status: str = RunStatus.RUNNING,
     ) -> Run:
         experiment_id = V.validate_experiment_id(experiment_id)
         run_name = V.validate_run_name(run_name)
@@ -182,7 +183,7 @@ class TrackingStore(ExperimentsMixin):
         artifact_uri = f"{experiment.artifact_location.rstrip('/')}/{run_id}/artifacts"
         row = {
             "run_id": run_id, "experiment_id": experiment_id, "run_name": run_name, "user_id": user_id,
-            "status": RunStatus.RUNNING, "start_time": start, "end_time": None, "artifact_uri": artifact_uri,
+            "status": status, "start_time": start, "end_time": None, "artifact_uri": artifact_uri,
             "lifecycle_stage": LifecycleStage.ACTIVE, "heartbeat_time": _now_ms(),
             "writer_id": self.writer_id, **self._event(),
         }
@@ -191,7 +192,7 @@ class TrackingStore(ExperimentsMixin):
         self.buffer.add_rows("runs", [row])
         self._add_tags(run_id, experiment_id, list(tag_dict.items()))
         info = RunInfo(run_id=run_id, experiment_id=experiment_id, run_name=run_name, user_id=user_id,
-                       status=RunStatus.RUNNING, start_time=start, end_time=None, artifact_uri=artifact_uri,
+                       status=status, start_time=start, end_time=None, artifact_uri=artifact_uri,
                        lifecycle_stage=LifecycleStage.ACTIVE, last_heartbeat_time=row["heartbeat_time"])
         return Run(info=info, data=RunData(tags=tag_dict))
 

@@ -101,7 +101,10 @@ class DeltaflowClient(RegistryClientMixin):
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, experiment_id: str, start_time: Optional[int] = None,
-                   tags: Optional[dict[str, Any]] = None, run_name: Optional[str] = None) -> Run:
+                   tags: Optional[dict[str, Any]] = None, run_name: Optional[str] = None, *,
+                   status: str = RunStatus.RUNNING) -> Run:
+        """MLflow's ``create_run``; ``status`` (a deltaflow extension) creates the run in another state,
+        e.g. SCHEDULED for a launcher that starts the work later, in the run's first commit."""
         from deltaflow.tracking._context import resolve_user
 
         experiment_id = V.validate_experiment_id(experiment_id)
@@ -114,8 +117,9 @@ class DeltaflowClient(RegistryClientMixin):
                 f"run_name {run_name!r} and tag {V.RUN_NAME_TAG!r} {checked[V.RUN_NAME_TAG]!r} disagree; "
                 "give one of them, or the same value to both"
             )
+        status = V.validate_status(status)
         user = V.check_text(checked.get("mlflow.user") or str(resolve_user()), "user")
-        return self._store.create_run(experiment_id, user, start_time, list(checked.items()), run_name)
+        return self._store.create_run(experiment_id, user, start_time, list(checked.items()), run_name, status)
 
     def get_run(self, run_id: str) -> Run:
         _pending.settle_for_read()  # a read sees this process's background logging too
