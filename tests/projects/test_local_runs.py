@@ -89,8 +89,8 @@ def test_folder_run_params_reach_the_child_and_its_metrics_land_in_the_run(rust_
         "mlflow.project.backend": "local", "mlflow.project.env": "local", "deltaflow.project.exitCode": "0"}
     assert tags["mlflow.user"]
     assert "mlflow.source.git.commit" not in tags  # not a repository
-    # create_run's own row and SCHEDULED share the first commit; then RUNNING (launcher and child), FINISHED
-    assert _status_events(rust_store, run.info.run_id) == ["RUNNING", "SCHEDULED", "RUNNING", "FINISHED"]
+    # SCHEDULED from the first commit; then RUNNING (launcher and child), FINISHED
+    assert _status_events(rust_store, run.info.run_id) == ["SCHEDULED", "RUNNING", "FINISHED"]
 
 
 def test_failing_entry_point_ends_failed_with_its_exit_code(rust_store: str, tmp_path: Path) -> None:
