@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import deltaflow
+import deltaflow.spark
 from conftest import FEATURES, expected
 from deltaflow.errors import InvalidArgument, NotFound
 
@@ -152,3 +153,19 @@ def test_catalog_tables_and_the_command_line(spark, registered, store, input_pat
     bad = runner.invoke(cli, ["--tracking-uri", store, "models", "score", "-m", "models:/scoring_lr/1",
                               "-i", "scoring_input", "-o", "elsewhere", "--mode", "merge"])
     assert bad.exit_code == 2 and "mode='merge' needs key=" in bad.output
+
+
+def test_a_spark_model_writes_the_input_columns_and_its_prediction(spark, pipeline_path, tmp_path):
+    from deltaflow.serving.batch import LINEAGE_COLUMNS
+    from conftest import SPARK_ROWS
+
+    source, output = str(tmp_path / "source"), str(tmp_path / "scored")
+    spark.createDataFrame(SPARK_ROWS, ["x", "y", "cat", "label"]).write.format("delta").save(source)
+    result = deltaflow.batch_score(source, pipeline_path, output)
+    scored = spark.read.format("delta").load(output)
+    # The pipeline's vectors (features, rawPrediction, probability) stay out: every Delta reader reads it.
+    assert scored.columns == ["x", "y", "cat", "label", "prediction", *LINEAGE_COLUMNS]
+    reference = deltaflow.spark.load_model(pipeline_path).transform(spark.read.format("delta").load(source))
+    assert sorted(r[0] for r in scored.select("prediction").collect()) == sorted(
+        r[0] for r in reference.select("prediction").collect())
+    assert result.rows == len(SPARK_ROWS) and result.lineage["model_uri"] == pipeline_path

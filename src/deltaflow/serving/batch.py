@@ -7,7 +7,9 @@ scoring id shared by every row of one call), and the output's commit carries the
 in its ``userMetadata`` under ``"deltaflow.scoring"`` — readable with ``DESCRIBE HISTORY`` or
 delta-rs — so any row leads to the commit that wrote it and the model that produced it.
 
-Modes: ``append``, ``overwrite``, and ``merge`` (an upsert by ``key`` with delta-spark's
+The output holds the input's columns, the prediction and the lineage columns (a Spark ML model's
+intermediate columns — features, probability vectors — are not written: use ``score`` for them).
+Modes: ``append``, ``overwrite`` (rows and schema replaced), and ``merge`` (an upsert by ``key`` with delta-spark's
 ``DeltaTable.merge``: matching rows are replaced, new ones inserted; the first merge into a table that
 does not exist yet creates it). Arguments are checked before anything is read; a failing Spark job
 commits nothing (Delta writes are transactional).
@@ -85,6 +87,15 @@ def lineage_values(resolved: Any, input_ref: Any, input_version: Optional[int], 
             "_model_version": facts["model_version"], "_model_alias": facts["model_alias"],
             "_model_stage": facts["model_stage"], "_model_run_id": facts["model_run_id"],
             "_input_table": input_ref.text, "_input_version": input_version, "_scoring_id": scoring_id}
+
+
+def input_and_prediction(scored: Any, columns: list[str], output_col: str) -> Any:
+    """The input's columns and the prediction only: a Spark ML model's intermediate columns
+    (features, rawPrediction, probability: Spark ML vectors, a type only Spark reads) stay out of the
+    table."""
+    from deltaflow.serving.score import _col
+
+    return scored.select(*[_col(c) for c in columns], _col(output_col))
 
 
 def add_lineage(scored: Any, values: dict[str, Any]) -> Any:
@@ -180,6 +191,7 @@ def batch_score(input: Any, model_uri: str, output: Any, mode: str = "append",  
     try:
         scored = score_resolved(frame, resolved, output_col, result_type=result_type, params=params,
                                 env_manager=env_manager)
+        scored = input_and_prediction(scored, frame.columns, output_col)
         values = lineage_values(resolved, input_ref, pinned, scoring_id)
         scored = add_lineage(scored, values)
         facts = {k.lstrip("_"): v for k, v in values.items()}
@@ -196,6 +208,8 @@ def batch_score(input: Any, model_uri: str, output: Any, mode: str = "append",  
                                           f"{frame.columns}")
             writer = scored.write.format("delta").mode("overwrite" if mode == "overwrite" else "append")
             writer = writer.option("userMetadata", metadata)
+            if mode == "overwrite":
+                writer = writer.option("overwriteSchema", "true")  # the rows and their schema are replaced
             if output_ref.kind == "name":
                 with _commit_metadata(session, metadata):  # a first write is a CTAS
                     writer.saveAsTable(output_ref.text)

@@ -49,7 +49,7 @@ def stream_score(input: Any, model_uri: str, output: Any, checkpoint_location: s
     such as ``maxFilesPerTrigger``."""
     from deltaflow.serving import _tables
     from deltaflow.serving._model import resolve
-    from deltaflow.serving.batch import METADATA_KEY, _session, add_lineage, lineage_values
+    from deltaflow.serving.batch import METADATA_KEY, _session, add_lineage, input_and_prediction, lineage_values
     from deltaflow.serving.score import score_resolved
 
     input_ref = _tables.table_ref(input, "input")
@@ -72,6 +72,7 @@ def stream_score(input: Any, model_uri: str, output: Any, checkpoint_location: s
     try:
         scored = score_resolved(frame, resolved, output_col, result_type=result_type, params=params,
                                 env_manager=env_manager)
+        scored = input_and_prediction(scored, frame.columns, output_col)
         values = lineage_values(resolved, input_ref, None, scoring_id)
         scored = add_lineage(scored, values)
     finally:
