@@ -23,6 +23,7 @@ __all__ = ["UdfPlan", "run", "scratch_root", "loaded_keys"]
 
 _LOADED: dict[tuple[str, Optional[str]], Any] = {}
 _TARGET_BYTES = 64 * 2**20
+_KEEP = 4  # models kept loaded per Python worker
 _LOCK = threading.Lock()
 
 
@@ -87,12 +88,11 @@ class _LocalPredictor:
 
 
 def _predictor(plan: UdfPlan) -> Any:
+    """The loaded model for ``plan``: from this worker's cache, else loaded now (the least recently
+    used one is dropped beyond ``_KEEP`` models, so a long-lived worker does not hoard them)."""
     cache_key = (plan.key, plan.env.key if plan.env is not None else None)
-    found = _LOADED.get(cache_key)
-    if found is not None:
-        return found
     with _LOCK:
-        found = _LOADED.get(cache_key)
+        found = _LOADED.pop(cache_key, None)
         if found is None:
             model_dir = _model_dir(plan.key, plan.source)
             if plan.env is None:
@@ -101,7 +101,10 @@ def _predictor(plan: UdfPlan) -> Any:
                 from deltaflow.serving._env import EnvPredictor, ensure_env
 
                 found = EnvPredictor(ensure_env(plan.env), model_dir, scratch_root())
-            _LOADED[cache_key] = found
+        _LOADED[cache_key] = found  # re-inserted: the newest entry
+        while len(_LOADED) > _KEEP:
+            oldest = next(iter(_LOADED))
+            getattr(_LOADED.pop(oldest), "close", lambda: None)()  # a virtualenv child exits
     return found
 
 
@@ -119,6 +122,8 @@ class _Enforcer:
             return frame
         from deltaflow.models.enforce import enforce_schema
 
+        if self.schema.is_tensor_spec:  # tensors: enforce_schema returns arrays, checked every time
+            return enforce_schema(frame, self.schema)
         shape = (tuple(frame.columns), tuple(str(t) for t in frame.dtypes))
         kept = self._clean.get(shape)
         if kept is not None:

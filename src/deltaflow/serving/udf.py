@@ -16,6 +16,7 @@ section and benchmarks/bench_scoring.py).
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Optional
 
 from deltaflow.errors import InvalidArgument
@@ -23,6 +24,8 @@ from deltaflow.errors import InvalidArgument
 __all__ = ["spark_udf", "ScoringUDF", "ENV_MANAGERS"]
 
 ENV_MANAGERS = ("local", "virtualenv")
+_BROADCASTS: dict[tuple[str, str], Any] = {}
+_BROADCAST_LOCK = threading.Lock()
 # Spark Connect carries the model inside the UDF's plan, in one gRPC message (128 MiB by default).
 _CONNECT_PAYLOAD_LIMIT = 120 * 2**20
 
@@ -73,6 +76,18 @@ class ScoringUDF:
 
     def __repr__(self) -> str:
         return f"ScoringUDF(model={self.plan.key}, returnType={self.returnType.simpleString()})"
+
+
+def _broadcast(spark: Any, key: str, data: bytes) -> Any:
+    """One broadcast per model content and SparkContext: another UDF of the same model reuses it
+    (executors then already hold the bytes, and the driver keeps one copy)."""
+    context = spark.sparkContext
+    cache_key = (context.applicationId, key)
+    with _BROADCAST_LOCK:
+        found = _BROADCASTS.get(cache_key)
+        if found is None:
+            found = _BROADCASTS[cache_key] = context.broadcast(data)
+    return found
 
 
 def _plan_names(schema: Any) -> tuple[Optional[tuple[str, ...]], int]:
@@ -130,7 +145,7 @@ def build_udf(spark: Any, resolved: Any, result_type: Any = None, env_manager: s
                                   f"{_CONNECT_PAYLOAD_LIMIT / 2**20:.0f} MiB; use a classic session")
         source: Any = data
     else:
-        source = spark.sparkContext.broadcast(data)
+        source = _broadcast(spark, key, data)
     names, required = _plan_names(schema)
     plan = UdfPlan(key, source, names, required, schema, checked_params, rtype, env)
     struct_result = type(rtype).__name__ == "StructType"
