@@ -190,3 +190,119 @@ def child_env(**extra: str) -> dict:
         env.pop(name, None)
     env.update(extra)
     return env
+
+
+# -- processes started early: their start-up overlaps the tests that run before theirs -------------
+_JAR = "spark-connect_2.12-3.5.7.jar"
+_URL = f"https://repo1.maven.org/maven2/org/apache/spark/spark-connect_2.12/3.5.7/{_JAR}"
+
+_SERVER = r"""
+import sys, time
+from pyspark.sql import SparkSession
+from deltaflow._spark import DELTA_CATALOG, DELTA_EXTENSION, delta_jars
+
+port, jar, warehouse = sys.argv[1], sys.argv[2], sys.argv[3]
+(SparkSession.builder.master("local[2]").config("spark.driver.memory", "1g")
+ .config("spark.jars", ",".join([jar] + [str(p) for p in delta_jars()]))
+ .config("spark.plugins", "org.apache.spark.sql.connect.SparkConnectPlugin")
+ .config("spark.connect.grpc.binding.port", port)
+ .config("spark.sql.extensions", DELTA_EXTENSION).config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+ .config("spark.sql.shuffle.partitions", "2").config("spark.databricks.delta.snapshotPartitions", "2")
+ .config("spark.sql.warehouse.dir", warehouse)
+ .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").getOrCreate())
+print("READY", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+
+def _connect_jar():
+    """The Spark Connect server JAR for pyspark 3.5.7, cached beside the Delta JARs (SHA-1 checked)."""
+    import hashlib
+    import urllib.request
+
+    from deltaflow._spark import jars_dir
+
+    path = jars_dir() / _JAR
+    if not path.exists():
+        data = urllib.request.urlopen(_URL, timeout=120).read()
+        sha1 = urllib.request.urlopen(_URL + ".sha1", timeout=60).read().decode().split()[0]
+        if hashlib.sha1(data).hexdigest() != sha1:
+            raise RuntimeError(f"checksum mismatch for {_URL}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".part").write_bytes(data)
+        path.with_suffix(".part").replace(path)
+    return path
+
+
+def _selected(request, *files: str) -> bool:
+    return any(os.path.basename(str(item.fspath)) in files for item in request.session.items)
+
+
+class _Early:
+    """A Spark Connect server process and a virtualenv build, started with the session."""
+
+    def __init__(self) -> None:
+        self.server = None
+        self.port = None
+        self.server_error = None
+        self.build = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def early(request, env_cache, tmp_path_factory):
+    """Starts, when the session will need them, the Spark Connect server (a JVM) and the build of the
+    test models' virtualenv (pip), in the background; the tests that use them wait for them."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    state = _Early()
+    if _selected(request, "test_connect.py"):
+        try:
+            jar = _connect_jar()
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                state.port = str(probe.getsockname()[1])
+            cwd = tmp_path_factory.mktemp("connect-server")
+            state.server = subprocess.Popen([sys.executable, "-c", _SERVER, state.port, str(jar), str(cwd / "warehouse")],
+                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                            env=child_env(), cwd=cwd)
+        except Exception as exc:  # noqa: BLE001 - reported by the test that needs the server
+            state.server_error = exc
+    if _selected(request, "test_cluster.py", "test_connect.py"):
+        folder = tmp_path_factory.mktemp("env-model")
+
+        def build() -> None:
+            import deltaflow.pyfunc
+            from deltaflow.serving._env import ensure_env, spec_for
+
+            # A model with the same requirements as the tests' Recorder models: the same environment key.
+            path = str(folder / "model")
+            deltaflow.pyfunc.save_model(path, python_model=scoring_models.Recorder())
+            ensure_env(spec_for(path, env_cache))
+
+        state.build = threading.Thread(target=build, name="env-build", daemon=True)
+        state.build.start()
+    yield state
+    if state.server is not None:
+        state.server.terminate()
+        state.server.wait(timeout=60)
+    if state.build is not None:
+        state.build.join(timeout=600)
+
+
+@pytest.fixture(scope="session")
+def connect_server(early):
+    """The port of the session's local Spark Connect server (with Delta), once it is ready."""
+    pytest.importorskip("grpc", reason="pyspark's connect extra (the dev extra installs it)")
+    if early.server_error is not None:
+        pytest.skip(f"no Spark Connect server: {early.server_error}")
+    if early.server is None:
+        pytest.fail("the Spark Connect server was not started for this session")
+    if not getattr(early, "ready", False):
+        assert early.server.stdout.readline().strip() == "READY"
+        early.ready = True
+    return early.port

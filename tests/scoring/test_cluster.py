@@ -63,6 +63,8 @@ def test_models_are_shipped_to_executor_jvms_and_loaded_once_per_python_worker(r
     assert venv["x2_ok"] and not set(venv["pids"]) & set(local["pids"])
     # The model's own environment: under the cache, and without the packages of the calling interpreter.
     assert len(venv["prefixes"]) == 1 and venv["prefixes"][0].startswith(env_cache + os.sep)
+    built = [d for d in os.listdir(env_cache) if not d.startswith(".")]
+    assert venv["prefixes"] == [os.path.join(env_cache, built[0])] and len(built) == 1  # one, by content hash
     assert venv["outside"] == [False]
     venv_loads = [r for r in records if r["pid"] in venv["pids"]]
     assert sorted(r["pid"] for r in venv_loads) == venv["pids"]  # one child per Python worker, loaded once

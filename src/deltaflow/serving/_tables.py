@@ -1,9 +1,10 @@
 """Delta tables named by the caller (a path or a catalog name): reading a pinned version, the latest
 version, and the commits written.
 
-On a classic session delta-spark's ``DeltaTable`` answers; on Spark Connect (no JVM in this process)
-the Delta log is read with delta-rs, and a catalog name is turned into its location with a
-parameterised ``DESCRIBE TABLE EXTENDED IDENTIFIER(:name)`` — the caller's text is never SQL text.
+Tables on the local disk, and every table on Spark Connect (no JVM in this process), have their log
+read with delta-rs; the rest through delta-spark's ``DeltaTable``. On Connect a catalog name is turned
+into its location with a parameterised ``DESCRIBE TABLE EXTENDED IDENTIFIER(:name)`` — the caller's
+text is never SQL text.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ def _rust_table(spark: Any, ref: TableRef) -> Any:
     import deltalake
 
     location = _location(spark, ref) if ref.kind == "name" else ref.text
+    if location.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        location = unquote(urlparse(location).path)
     try:
         return deltalake.DeltaTable(location)
     except Exception as exc:  # noqa: BLE001 - delta-rs raises TableNotFoundError and OSErrors
@@ -96,9 +101,17 @@ def exists(spark: Any, ref: TableRef) -> bool:
         return False
 
 
+def _by_rust(spark: Any, ref: TableRef) -> bool:
+    """Whether delta-rs reads this table's log: always on Spark Connect; on a classic session for
+    tables on the local disk (milliseconds, where a Spark job on the log takes most of a second)."""
+    if _is_connect(spark):
+        return True
+    return ref.kind == "path" and (ref.text.startswith("/") or ref.text.startswith("file:"))
+
+
 def latest_version(spark: Any, ref: TableRef) -> int:
     """The table's newest version (NotFound when it is not a Delta table)."""
-    if _is_connect(spark):
+    if _by_rust(spark, ref):
         return int(_rust_table(spark, ref).version())
     row = _spark_table(spark, ref).history(1).select("version").first()
     if row is None:
@@ -115,7 +128,7 @@ def reader(spark: Any, ref: TableRef, version: Optional[int] = None) -> Any:
 
 
 def _history(spark: Any, ref: TableRef, limit: int) -> list[dict[str, Any]]:
-    if _is_connect(spark):
+    if _by_rust(spark, ref):
         return [{"version": h.get("version"), "userMetadata": h.get("userMetadata"),
                  "operation": h.get("operation"), "operationMetrics": h.get("operationMetrics") or {}}
                 for h in _rust_table(spark, ref).history(limit)]
