@@ -244,6 +244,9 @@ class _SparkImpl:
             frame = frame.copy()
             for name in vectors:  # numpy arrays and numpy floats would break Spark's type inference
                 frame[name] = frame[name].map(lambda a: None if a is None else [float(x) for x in a])
+        text = [c for c in frame.columns if isinstance(frame[c].dtype, pd.StringDtype)]
+        if text:  # pandas 3's Arrow-backed strings: pyspark 3.5's Arrow path takes object columns only
+            frame = frame.astype({c: object for c in text})
         sdf = spark.createDataFrame(frame)
         for name in vectors:
             sdf = sdf.withColumn(name, array_to_vector(name))
