@@ -2,7 +2,7 @@
 """log_model time: deltaflow against MLflow (sqlite tracking) for a small scikit-learn model and a small
 Spark ML pipeline, measured in the same run on the same machine.
 
-Issue #4's targets: deltaflow ``log_model`` under 1 s (sklearn) and under 3 s (Spark pipeline), with
+Targets: deltaflow ``log_model`` under 1 s (sklearn) and under 3 s (Spark pipeline), with
 correct pins. MLflow spends most of its time inferring requirements by reloading the model in a
 subprocess; deltaflow reads installed versions instead. Each figure is the median of ``--repeats``
 calls after one warm-up call (the warm-up pays one-time imports on both sides). The pins each side
