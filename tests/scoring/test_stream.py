@@ -81,3 +81,22 @@ def test_each_row_is_scored_exactly_once_across_a_crash_a_restart_and_a_replay(s
     assert len(history) == versions_before  # the replayed batch wrote no new commit
     facts = json.loads(history[0]["userMetadata"])["deltaflow.scoring"]
     assert facts["mode"] == "stream" and facts["model_uri"] == model and facts["input_table"] == source
+
+
+def test_a_streaming_dataframe_is_scored_too_and_a_batch_one_refused(spark, tmp_path, sk_paths):
+    from deltaflow.errors import InvalidArgument
+
+    from conftest import FEATURES, expected
+
+    source, sink, checkpoint = (str(tmp_path / n) for n in ("source", "sink", "checkpoint"))
+    spark.createDataFrame(FEATURES.assign(id=range(len(FEATURES)))).write.format("delta").save(source)
+    stream = spark.readStream.format("delta").load(source)
+    query = deltaflow.stream_score(stream, sk_paths[1], sink, checkpoint, trigger={"availableNow": True})
+    query.awaitTermination(300)
+    scored = spark.read.format("delta").load(sink).orderBy("id").toPandas()
+    assert scored["prediction"].tolist() == pytest.approx(list(expected(1, FEATURES)))
+    assert scored["_input_table"].isna().all() and scored["_model_uri"].unique().tolist() == [sk_paths[1]]
+    with pytest.raises(InvalidArgument, match="this DataFrame is a batch one"):
+        deltaflow.stream_score(spark.read.format("delta").load(source), sk_paths[1], sink, checkpoint)
+    with pytest.raises(InvalidArgument, match="trigger must be one of"):
+        deltaflow.stream_score(source, sk_paths[1], sink, checkpoint, trigger={"continuous": "1 second"})

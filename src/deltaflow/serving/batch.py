@@ -86,7 +86,8 @@ def lineage_values(resolved: Any, input_ref: Any, input_version: Optional[int], 
     return {"_model_uri": facts["model_uri"], "_model_name": facts["model_name"],
             "_model_version": facts["model_version"], "_model_alias": facts["model_alias"],
             "_model_stage": facts["model_stage"], "_model_run_id": facts["model_run_id"],
-            "_input_table": input_ref.text, "_input_version": input_version, "_scoring_id": scoring_id}
+            "_input_table": input_ref.text if input_ref is not None else None, "_input_version": input_version,
+            "_scoring_id": scoring_id}
 
 
 def input_and_prediction(scored: Any, columns: list[str], output_col: str) -> Any:

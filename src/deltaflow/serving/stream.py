@@ -41,7 +41,8 @@ def stream_score(input: Any, model_uri: str, output: Any, checkpoint_location: s
                  read_options: Optional[dict[str, Any]] = None, result_type: Any = None,
                  params: Optional[dict[str, Any]] = None, env_manager: str = "local",
                  query_name: Optional[str] = None, spark: Any = None, tracking_uri: Optional[str] = None) -> Any:
-    """Start a streaming query that scores new rows of the Delta table ``input`` with the model at
+    """Start a streaming query that scores new rows of the Delta table ``input`` (a path or catalog
+    name; or a streaming DataFrame, whose rows then carry no ``_input_table``) with the model at
     ``model_uri`` and appends them, with lineage columns, to the Delta table ``output``; returns the
     ``StreamingQuery``. ``checkpoint_location`` keeps its progress (reuse it to resume exactly once);
     ``trigger``: ``{"availableNow": True}``, ``{"once": True}`` or ``{"processingTime": "…"}`` (Spark's
@@ -52,21 +53,32 @@ def stream_score(input: Any, model_uri: str, output: Any, checkpoint_location: s
     from deltaflow.serving.batch import METADATA_KEY, _session, add_lineage, input_and_prediction, lineage_values
     from deltaflow.serving.score import score_resolved
 
-    input_ref = _tables.table_ref(input, "input")
+    from deltaflow.models.infer import is_spark_dataframe
+
+    given_frame = is_spark_dataframe(input)
+    if given_frame and not input.isStreaming:
+        raise InvalidArgument("stream_score takes a streaming DataFrame (spark.readStream…) or a Delta table; this "
+                              "DataFrame is a batch one: use score() or batch_score() for it")
+    input_ref = None if given_frame else _tables.table_ref(input, "input")
     output_ref = _tables.table_ref(output, "output")
     if input_ref == output_ref:
-        raise InvalidArgument(f"input and output are the same table ({input_ref.text!r}); score into another table")
+        raise InvalidArgument(f"input and output are the same table ({output_ref.text!r}); score into another table")
     if not isinstance(checkpoint_location, str) or not checkpoint_location.strip():
         raise InvalidArgument(f"checkpoint_location must be a folder path, got {checkpoint_location!r}")
     chosen = _trigger(trigger)
     if read_options is not None and not isinstance(read_options, dict):
         raise InvalidArgument(f"read_options must be a dict of Delta source options, got {read_options!r}")
-    session = _session(spark)
-    _tables.latest_version(session, input_ref)  # NotFound now, not in the query's first batch
-    source = session.readStream.format("delta")
-    for name, value in (read_options or {}).items():
-        source = source.option(str(name), str(value))
-    frame = source.table(input_ref.text) if input_ref.kind == "name" else source.load(input_ref.text)
+    if given_frame:
+        if read_options:
+            raise InvalidArgument("read_options apply to a Delta table input; a streaming DataFrame is already read")
+        session, frame = _session(input.sparkSession), input
+    else:
+        session = _session(spark)
+        _tables.latest_version(session, input_ref)  # NotFound now, not in the query's first batch
+        source = session.readStream.format("delta")
+        for name, value in (read_options or {}).items():
+            source = source.option(str(name), str(value))
+        frame = source.table(input_ref.text) if input_ref.kind == "name" else source.load(input_ref.text)
     scoring_id = uuid.uuid4().hex
     resolved = resolve(model_uri, tracking_uri)
     try:
