@@ -110,6 +110,9 @@ def test_columns_by_position_by_name_as_a_struct_or_from_the_signature(spark, sk
     np.testing.assert_allclose(positional, want)
     swapped = renamed.select(udf("v", "u").alias("p")).toPandas()["p"]  # by position, so swapped
     np.testing.assert_allclose(swapped, expected(1, FEATURES.rename(columns={"a": "b", "b": "a"})))
+    spark.udf.register("scoring_lr_v1", udf.udf)  # in SQL, by position
+    features_df.createOrReplaceTempView("scoring_features")
+    np.testing.assert_allclose(spark.sql("SELECT scoring_lr_v1(a, b) AS p FROM scoring_features").toPandas()["p"], want)
 
 
 # -- enforcement ------------------------------------------------------------------------------------

@@ -41,6 +41,12 @@ class ScoringUDF:
         self.returnType = plan.result_type
 
     @property
+    def udf(self) -> Any:
+        """The underlying pandas UDF, e.g. for ``spark.udf.register("churn", scoring_udf.udf)`` in SQL
+        (called there with the columns, by position)."""
+        return self._udf
+
+    @property
     def _schema(self) -> Any:
         signature = self.metadata.signature
         return signature.inputs if signature is not None else None
