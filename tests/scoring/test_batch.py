@@ -11,7 +11,7 @@ import pytest
 
 import deltaflow
 import deltaflow.spark
-from conftest import FEATURES, expected
+from scoring_data import FEATURES, SPARK_ROWS, expected
 from deltaflow.errors import InvalidArgument, NotFound
 
 pytestmark = pytest.mark.spark
@@ -157,7 +157,6 @@ def test_catalog_tables_and_the_command_line(spark, registered, store, input_pat
 
 def test_a_spark_model_writes_the_input_columns_and_its_prediction(spark, pipeline_path, tmp_path):
     from deltaflow.serving.batch import LINEAGE_COLUMNS
-    from conftest import SPARK_ROWS
 
     source, output = str(tmp_path / "source"), str(tmp_path / "scored")
     spark.createDataFrame(SPARK_ROWS, ["x", "y", "cat", "label"]).write.format("delta").save(source)

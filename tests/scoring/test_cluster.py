@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from conftest import child_env, run_script
+from scoring_data import child_env, run_script
 from scoring_models import load_records
 
 pytestmark = [pytest.mark.spark, pytest.mark.e2e]

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from conftest import FEATURES, child_env, expected, run_script
+from scoring_data import FEATURES, child_env, expected, run_script
 
 pytestmark = [pytest.mark.spark, pytest.mark.e2e]
 

@@ -10,7 +10,7 @@ import pytest
 import deltaflow
 import deltaflow.pyfunc
 import deltaflow.spark
-from conftest import SPARK_ROWS
+from scoring_data import SPARK_ROWS
 from deltaflow.errors import InvalidArgument
 
 pytestmark = pytest.mark.spark

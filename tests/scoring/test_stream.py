@@ -12,6 +12,7 @@ import pytest
 import deltaflow
 import deltaflow.pyfunc
 import scoring_models
+from scoring_data import FEATURES, expected
 
 pytestmark = pytest.mark.spark
 
@@ -85,8 +86,6 @@ def test_each_row_is_scored_exactly_once_across_a_crash_a_restart_and_a_replay(s
 
 def test_a_streaming_dataframe_is_scored_too_and_a_batch_one_refused(spark, tmp_path, sk_paths):
     from deltaflow.errors import InvalidArgument
-
-    from conftest import FEATURES, expected
 
     source, sink, checkpoint = (str(tmp_path / n) for n in ("source", "sink", "checkpoint"))
     spark.createDataFrame(FEATURES.assign(id=range(len(FEATURES)))).write.format("delta").save(source)

@@ -9,7 +9,7 @@ import pytest
 
 import deltaflow
 import deltaflow.pyfunc
-from conftest import FEATURES, expected
+from scoring_data import FEATURES, expected
 from deltaflow.errors import InvalidArgument
 from scoring_models import loads
 

@@ -64,12 +64,13 @@ _IDS = lambda x: x if len(str(x)) < 30 else str(x)[:26] + "..."  # noqa: E731
 
 def _check_pattern(long_values, op: str, pattern: str, expected: set[str]) -> None:
     client, exp, engine = long_values
+    before = _spark().sparkContext.getLocalProperty("spark.job.interruptOnCancel") if engine == "spark" else None
     assert _names(client, exp, f"params.p {op} '{pattern}'") == expected
     assert _names(client, exp, f"tags.t {op} '{pattern}'") == expected
     if engine == "spark":  # the search's job tag is gone and the thread's settings are as before
         sc = _spark().sparkContext
         assert not set(sc.getJobTags())
-        assert sc.getLocalProperty("spark.job.interruptOnCancel") is None
+        assert sc.getLocalProperty("spark.job.interruptOnCancel") == before
 
 
 @pytest.mark.parametrize("long_values", ["rust"], indirect=True)
