@@ -58,6 +58,13 @@ def test_append_records_the_lineage_in_the_rows_and_the_commit(spark, registered
     assert (facts["input_table"], facts["input_version"], facts["mode"]) == (path, 0, "append")
     assert result.output_version == commit["version"] == 0 and result.rows == 6
     assert result.lineage == facts
+    # The lineage constant within the call partitions the new table (once per file, not per row).
+    from deltalake import DeltaTable
+
+    from deltaflow.serving.batch import PARTITION_COLUMNS
+
+    assert DeltaTable(output).metadata().partition_columns == list(PARTITION_COLUMNS)
+    assert spark.conf.get("spark.sql.optimizer.plannedWrite.enabled", None) in (None, "true")  # put back
 
 
 def test_overwrite_pins_the_latest_input_version_and_records_the_stage(spark, registered, input_path, tmp_path):

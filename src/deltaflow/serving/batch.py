@@ -8,7 +8,11 @@ in its ``userMetadata`` under ``"deltaflow.scoring"`` — readable with ``DESCRI
 delta-rs — so any row leads to the commit that wrote it and the model that produced it.
 
 The output holds the input's columns, the prediction and the lineage columns (a Spark ML model's
-intermediate columns — features, probability vectors — are not written: use ``score`` for them).
+intermediate columns — features, probability vectors — are not written: use ``score`` for them). A
+table batch_score creates (or overwrites) is partitioned by the lineage columns that are constant
+within a call (:data:`PARTITION_COLUMNS`, everything but ``_scored_at``): their values are kept once
+per file in the Delta log rather than in every row, and "the rows model version 3 wrote" is a
+partition filter. An existing table keeps its own layout.
 Modes: ``append``, ``overwrite`` (rows and schema replaced), and ``merge`` (an upsert by ``key`` with delta-spark's
 ``DeltaTable.merge``: matching rows are replaced, new ones inserted; the first merge into a table that
 does not exist yet creates it). Arguments are checked before anything is read; a failing Spark job
@@ -26,7 +30,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 from deltaflow.errors import InvalidArgument, InvalidState
 
-__all__ = ["batch_score", "ScoringResult", "MODES", "LINEAGE_COLUMNS", "METADATA_KEY"]
+__all__ = ["batch_score", "ScoringResult", "MODES", "LINEAGE_COLUMNS", "PARTITION_COLUMNS", "METADATA_KEY"]
 
 MODES = ("append", "overwrite", "merge")
 METADATA_KEY = "deltaflow.scoring"
@@ -36,7 +40,15 @@ LINEAGE_COLUMNS = {
     "_model_stage": "string", "_model_run_id": "string", "_input_table": "string", "_input_version": "bigint",
     "_scoring_id": "string", "_scored_at": "timestamp",
 }
+# Constant within one scoring call: a table batch_score creates is partitioned by them, so each value is
+# kept once per file in the Delta log instead of once per row in the data files (measured: 2M rows
+# with the lineage as data columns took three times as long to write as without any).
+PARTITION_COLUMNS = tuple(c for c in LINEAGE_COLUMNS if c != "_scored_at")
 _USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+# Every row of one call lands in one partition: Spark's sort by the partition columns before writing
+# is pure cost, so it is skipped (concurrent writers per task instead; one is used).
+_UNSORTED_WRITE = {"spark.sql.optimizer.plannedWrite.enabled": "false",
+                   "spark.sql.maxConcurrentOutputFileWriters": "4"}
 
 
 @dataclass(frozen=True)
@@ -131,7 +143,7 @@ def _merge(spark: Any, scored: Any, output: Any, keys: list[str], metadata: str)
         term = F.col(f"t.{quoted}") == F.col(f"s.{quoted}")
         condition = term if condition is None else condition & term
     try:
-        with _commit_metadata(spark, metadata):  # MERGE takes no writer options
+        with session_confs(spark, write_confs(metadata)):  # MERGE takes no writer options
             (target.alias("t").merge(scored.alias("s"), condition)
              .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
     except Exception as exc:  # noqa: BLE001 - Delta's errors: made specific where we can tell
@@ -143,18 +155,29 @@ def _merge(spark: Any, scored: Any, output: Any, keys: list[str], metadata: str)
 
 
 @contextlib.contextmanager
-def _commit_metadata(spark: Any, metadata: str) -> Iterator[None]:
-    """The session's commit userMetadata set for one commit and put back after it: MERGE and
-    CREATE TABLE AS SELECT ignore the writer's ``userMetadata`` option and read this instead."""
-    previous = spark.conf.get(_USER_METADATA_CONF, None)
-    spark.conf.set(_USER_METADATA_CONF, metadata)
+def session_confs(spark: Any, values: dict[str, str]) -> Iterator[None]:
+    """Session confs set for one write and put back after it (the writer takes no option for them)."""
+    previous = {name: spark.conf.get(name, None) for name in values}
+    for name, value in values.items():
+        spark.conf.set(name, value)
     try:
         yield
     finally:
-        if previous is None:
-            spark.conf.unset(_USER_METADATA_CONF)
-        else:
-            spark.conf.set(_USER_METADATA_CONF, previous)
+        for name, value in previous.items():
+            if value is None:
+                spark.conf.unset(name)
+            else:
+                spark.conf.set(name, value)
+
+
+def write_confs(metadata: Optional[str] = None) -> dict[str, str]:
+    """The confs of a scoring write: rows go to their (one) lineage partition without Spark sorting
+    them by the partition columns first; MERGE and CREATE TABLE AS SELECT, which ignore the writer's
+    ``userMetadata`` option, read the commit's from the session."""
+    confs = dict(_UNSORTED_WRITE)
+    if metadata is not None:
+        confs[_USER_METADATA_CONF] = metadata
+    return confs
 
 
 def batch_score(input: Any, model_uri: str, output: Any, mode: str = "append",  # noqa: A002 - the spec's name
@@ -199,7 +222,8 @@ def batch_score(input: Any, model_uri: str, output: Any, mode: str = "append",  
         facts.update(output_col=output_col, mode=mode, scored_at=datetime.datetime.now(datetime.timezone.utc)
                      .isoformat(timespec="seconds"))
         metadata = json.dumps({METADATA_KEY: facts}, sort_keys=True)
-        if mode == "merge" and _tables.exists(session, output_ref):
+        exists = _tables.exists(session, output_ref)
+        if mode == "merge" and exists:
             _merge(session, scored, output_ref, keys, metadata)
         else:
             if mode == "merge":
@@ -210,12 +234,15 @@ def batch_score(input: Any, model_uri: str, output: Any, mode: str = "append",  
             writer = scored.write.format("delta").mode("overwrite" if mode == "overwrite" else "append")
             writer = writer.option("userMetadata", metadata)
             if mode == "overwrite":
-                writer = writer.option("overwriteSchema", "true")  # the rows and their schema are replaced
-            if output_ref.kind == "name":
-                with _commit_metadata(session, metadata):  # a first write is a CTAS
+                # The rows, their schema and the layout are replaced.
+                writer = writer.option("overwriteSchema", "true").partitionBy(*PARTITION_COLUMNS)
+            elif not exists:
+                writer = writer.partitionBy(*PARTITION_COLUMNS)
+            with session_confs(session, write_confs(metadata)):  # a first write by name is a CTAS
+                if output_ref.kind == "name":
                     writer.saveAsTable(output_ref.text)
-            else:
-                writer.save(output_ref.text)
+                else:
+                    writer.save(output_ref.text)
     finally:
         resolved.cleanup()
     commit = _tables.find_commit(session, output_ref, scoring_id, METADATA_KEY)

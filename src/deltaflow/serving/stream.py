@@ -50,7 +50,8 @@ def stream_score(input: Any, model_uri: str, output: Any, checkpoint_location: s
     such as ``maxFilesPerTrigger``."""
     from deltaflow.serving import _tables
     from deltaflow.serving._model import resolve
-    from deltaflow.serving.batch import METADATA_KEY, _session, add_lineage, input_and_prediction, lineage_values
+    from deltaflow.serving.batch import (METADATA_KEY, PARTITION_COLUMNS, _session, add_lineage,
+                                         input_and_prediction, lineage_values, session_confs, write_confs)
     from deltaflow.serving.score import score_resolved
 
     from deltaflow.models.infer import is_spark_dataframe
@@ -98,4 +99,7 @@ def stream_score(input: Any, model_uri: str, output: Any, checkpoint_location: s
         writer = writer.queryName(query_name)
     if chosen:
         writer = writer.trigger(**chosen)
-    return writer.toTable(output_ref.text) if output_ref.kind == "name" else writer.start(output_ref.text)
+    if not _tables.exists(session, output_ref):
+        writer = writer.partitionBy(*PARTITION_COLUMNS)  # as batch_score lays out the tables it creates
+    with session_confs(session, write_confs()):  # the query's session is a copy taken when it starts
+        return writer.toTable(output_ref.text) if output_ref.kind == "name" else writer.start(output_ref.text)
