@@ -375,7 +375,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if "udf" in only:
         firsts = {lib: _run_child("first", work, library=lib) for lib in
                   (("deltaflow",) if args.skip_mlflow else ("deltaflow", "mlflow"))}
-        run = _run_child("throughput", work, repeats=args.repeats,
+        run = _run_child("throughput", work, repeats=max(5, args.repeats),  # more rounds: a noisy machine
                          library="deltaflow-only" if args.skip_mlflow else "both")
         results["udf"] = {"first": firsts, "throughput": run}
         rates = (run or {}).get("rows_per_s", {})
