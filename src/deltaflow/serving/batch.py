@@ -111,6 +111,18 @@ def input_and_prediction(scored: Any, columns: list[str], output_col: str) -> An
     return scored.select(*[_col(c) for c in columns], _col(output_col))
 
 
+def scored_with_lineage(frame: Any, resolved: Any, input_ref: Any, input_version: Optional[int], scoring_id: str,
+                        output_col: str, **score_options: Any) -> tuple[Any, dict[str, Any]]:
+    """``frame`` scored by the resolved model: its columns, the prediction and the lineage columns, with
+    the lineage values (shared by batch_score and stream_score)."""
+    from deltaflow.serving.score import score_resolved
+
+    scored = score_resolved(frame, resolved, output_col, **score_options)
+    scored = input_and_prediction(scored, frame.columns, output_col)
+    values = lineage_values(resolved, input_ref, input_version, scoring_id)
+    return add_lineage(scored, values), values
+
+
 def add_lineage(scored: Any, values: dict[str, Any]) -> Any:
     """``scored`` with the lineage columns (refusing a DataFrame that already has one of them)."""
     from pyspark.sql import functions as F
@@ -189,7 +201,6 @@ def batch_score(input: Any, model_uri: str, output: Any, mode: str = "append",  
     ``overwrite``, or ``merge`` by ``key``), recording the lineage in the rows and the commit."""
     from deltaflow.serving import _tables
     from deltaflow.serving._model import resolve
-    from deltaflow.serving.score import score_resolved
 
     _check_args(mode, version)
     keys = _keys(key, mode)
@@ -203,7 +214,7 @@ def batch_score(input: Any, model_uri: str, output: Any, mode: str = "append",  
 
         if is_connect(session):
             raise InvalidState("batch_score(mode='merge') needs delta-spark's DeltaTable.merge, which in delta-spark "
-                               "3.3 runs through a JVM in this process, and this session is Spark Connect; use "
+                               "3.3 runs through a JVM in this process, and this SparkSession is a Spark Connect one; use "
                                "mode='append' or 'overwrite' here, or merge from a classic session")
     latest = _tables.latest_version(session, input_ref)
     if version is not None and version > latest:
@@ -213,11 +224,8 @@ def batch_score(input: Any, model_uri: str, output: Any, mode: str = "append",  
     scoring_id = uuid.uuid4().hex
     resolved = resolve(model_uri, tracking_uri)
     try:
-        scored = score_resolved(frame, resolved, output_col, result_type=result_type, params=params,
-                                env_manager=env_manager)
-        scored = input_and_prediction(scored, frame.columns, output_col)
-        values = lineage_values(resolved, input_ref, pinned, scoring_id)
-        scored = add_lineage(scored, values)
+        scored, values = scored_with_lineage(frame, resolved, input_ref, pinned, scoring_id, output_col,
+                                             result_type=result_type, params=params, env_manager=env_manager)
         facts = {k.lstrip("_"): v for k, v in values.items()}
         facts.update(output_col=output_col, mode=mode, scored_at=datetime.datetime.now(datetime.timezone.utc)
                      .isoformat(timespec="seconds"))

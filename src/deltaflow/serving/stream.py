@@ -50,9 +50,8 @@ def stream_score(input: Any, model_uri: str, output: Any, checkpoint_location: s
     such as ``maxFilesPerTrigger``."""
     from deltaflow.serving import _tables
     from deltaflow.serving._model import resolve
-    from deltaflow.serving.batch import (METADATA_KEY, PARTITION_COLUMNS, _session, add_lineage,
-                                         input_and_prediction, lineage_values, session_confs, write_confs)
-    from deltaflow.serving.score import score_resolved
+    from deltaflow.serving.batch import (METADATA_KEY, PARTITION_COLUMNS, _session, scored_with_lineage,
+                                         session_confs, write_confs)
 
     from deltaflow.models.infer import is_spark_dataframe
 
@@ -83,11 +82,8 @@ def stream_score(input: Any, model_uri: str, output: Any, checkpoint_location: s
     scoring_id = uuid.uuid4().hex
     resolved = resolve(model_uri, tracking_uri)
     try:
-        scored = score_resolved(frame, resolved, output_col, result_type=result_type, params=params,
-                                env_manager=env_manager)
-        scored = input_and_prediction(scored, frame.columns, output_col)
-        values = lineage_values(resolved, input_ref, None, scoring_id)
-        scored = add_lineage(scored, values)
+        scored, values = scored_with_lineage(frame, resolved, input_ref, None, scoring_id, output_col,
+                                             result_type=result_type, params=params, env_manager=env_manager)
     finally:
         resolved.cleanup()
     facts = {k.lstrip("_"): v for k, v in values.items()}
