@@ -262,9 +262,9 @@ def connect_server(early):
     """The port of the session's local Spark Connect server (with Delta), once it is ready."""
     pytest.importorskip("grpc", reason="pyspark's connect extra (the dev extra installs it)")
     if early.server_error is not None:
-        pytest.skip(f"no Spark Connect server: {early.server_error}")
+        pytest.fail(f"the local Spark Connect server did not start: {early.server_error}")
     if early.server is None:
-        pytest.fail("the Spark Connect server was not started for this session")
+        pytest.fail("the Spark Connect server was not started in this test run")
     if not getattr(early, "ready", False):
         assert early.server.stdout.readline().strip() == "READY"
         early.ready = True

@@ -37,7 +37,7 @@ def _native(df: Any, resolved: Any, output_col: str) -> Any:
     if is_connect(df.sparkSession):
         raise InvalidState(
             f"the model at {resolved.uri!r} is a Spark ML model, which pyspark.ml applies through a JVM in this "
-            "process, and this session is Spark Connect (pyspark 3.5's pyspark.ml does not run on Connect). "
+            "process, and this SparkSession is a Spark Connect one (pyspark 3.5's pyspark.ml does not run on Connect). "
             "Score it from a classic SparkSession, or save the model with a python_function-only flavor")
     model = _load_from_dir(resolved.local_dir, resolved.meta)
     predicted = _prediction_col(model)
