@@ -23,4 +23,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
   echo "$want" > "$stamp"
 fi
+# Byte-compile the editable source once: where PYTHONDONTWRITEBYTECODE is set, every process would
+# otherwise recompile each deltaflow module it imports (~90 ms per CLI call).
+.venv/bin/python -m compileall -q src >/dev/null
 .venv/bin/deltaflow doctor --fetch-jars --no-spark-check

@@ -70,7 +70,8 @@ def recorder(client: Any, run_id: str, cleanup: Optional[Callable[[], None]] = N
     def record(status: str, exit_code: int) -> str:
         try:
             if status == RunStatus.FINISHED:
-                current = client.get_run(run_id).info.status
+                # The runs table alone: the status is all this needs, and it is read on every exit.
+                current = client._store.run_status(run_id)
                 if current in (RunStatus.FAILED, RunStatus.KILLED):
                     status = current  # the entry point ended its run so itself; keep its word
             client.set_tag(run_id, EXIT_CODE_TAG, str(exit_code))

@@ -24,8 +24,13 @@ S, L, D = pa.string(), pa.int64(), pa.float64()
 # and delta-rs read and write (protocol reader 1 / writer 2, no table features). Spark's
 # auto-compaction is set per store by compaction.table_properties: off wherever delta-rs can write
 # (compaction there is lease-guarded, see compaction.py), on where only Spark reaches the tables.
+#
+# A checkpoint every 10 commits (Spark's default; delta-rs's is 100) bounds the log a process replays
+# when it opens a table: the CLI, a project launcher and every entry point open the store afresh, and
+# opening a table of 85 JSON commits costs ~25 ms against ~4 ms from a checkpoint (delta-rs 1.x, local).
 TABLE_PROPERTIES = {
     SCHEMA_VERSION_PROPERTY: str(SCHEMA_VERSION),
+    "delta.checkpointInterval": "10",
 }
 AUTO_COMPACT_PROPERTY = "delta.autoOptimize.autoCompact"
 LEASE_TABLE = "maintenance_leases"

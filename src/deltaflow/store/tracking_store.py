@@ -330,6 +330,15 @@ class TrackingStore(ExperimentsMixin):
         rows = self.engine.read("runs", Where.of(run_id=list(run_ids))).to_pylist()
         return list(fold_runs(rows).values())
 
+    def run_status(self, run_id: str) -> str:
+        """The run's status, read from the runs table alone (what a launcher checks when its entry
+        point exits, without the params, tags and metrics ``get_run`` also reads)."""
+        V.validate_run_id(run_id)
+        state = self._run_state_rows([run_id])
+        if not state:
+            raise NotFound(f"run {run_id!r} does not exist in store {self.location.uri!r}")
+        return state[0]["status"]
+
     def get_run(self, run_id: str) -> Run:
         V.validate_run_id(run_id)
         runs = self.load_runs([run_id])
