@@ -3,10 +3,12 @@
 
 * spark_udf: a scikit-learn RandomForest (20 trees, depth 8, 10 features) over ``--rows`` rows (2M):
   deltaflow's UDF, ``mlflow.pyfunc.spark_udf`` (``env_manager="local"``), and the limit — one process's
-  ``model.predict`` on the same rows, times the cores. Throughput: both UDFs in one local[2] session,
-  timed in alternation round after round (the ratio is the median of the per-round ratios, so the
-  shared machine's load hits both alike). First call (``spark_udf()`` plus the first action): each
-  library in its own fresh Spark process, so its Python workers start cold. The same session times
+  ``model.predict`` on the same rows, times the cores. Throughput: two local[2] Spark applications
+  alive at once, one running deltaflow's UDF and one everything else (deltaflow's UDF tunes the Python
+  workers it runs in, so the others get stock workers), timed in alternation round after round, each
+  idle while the other runs (the ratio is the median of the per-round ratios, so the shared
+  machine's load hits both alike). First call (``spark_udf()`` plus the first action): each library
+  in its own fresh Spark process, so its Python workers start cold. The stock application also times
   the transports the UDF was chosen over (``mapInArrow`` keeping every column, on the model's 10
   columns and on a 20-column table) and a UDF returning zeros (the cost of moving rows alone).
 * score(): a Spark ML pipeline over the same rows, ``deltaflow.score`` against plain
@@ -136,42 +138,109 @@ def child_first(work: str, library: str) -> dict[str, Any]:
     return {"create_s": created, "first_s": first, "warm_s": warm}
 
 
-def child_throughput(work: str, repeats: int, with_mlflow: bool) -> dict[str, Any]:
-    """Every contender in one session, timed in alternation round after round, so a change in the
-    machine's load hits them alike; the ratio is taken per round."""
+def _throughput_actions(spark: Any, work: str, library: str) -> tuple[dict[str, Any], Any]:
+    """The timed actions of one Spark application: deltaflow's UDF (on the model's 10 columns and on a
+    20-column table), or everything that is not deltaflow (MLflow's UDF, ``mapInArrow``, a UDF
+    returning zeros). deltaflow's UDF tunes the Python workers it runs in (their import caches), so
+    the others get stock workers of their own application."""
     from pyspark.sql import functions as F
 
-    spark = _spark()
     df = _cached_input(spark, work)
-    rows = df.count()
     # The same rows with ten more columns the model does not read (five strings, five doubles).
     wide = df.select("*", *[F.lit(f"text-{i}").alias(f"s{i}") for i in range(5)],
                      *[(F.col(FEATURES[i]) * 2).alias(f"d{i}") for i in range(5)]).cache()
     wide.count()
     model_path = os.path.join(work, "rf-deltaflow")
-    ours = _make_udf(spark, work, "deltaflow")
+    if library == "deltaflow":
+        ours = _make_udf(spark, work, "deltaflow")
+        return {"deltaflow": lambda: _noop(df.withColumn("prediction", ours(*FEATURES))),
+                "deltaflow_wide": lambda: _noop(wide.withColumn("prediction", ours(*FEATURES)))}, df
     zeros = _zero_udf()
     actions = {
-        "deltaflow": lambda: _noop(df.withColumn("prediction", ours(*FEATURES))),
         "mapInArrow": lambda: _noop(_map_in_arrow(df, model_path)),
         "ceiling": lambda: _noop(df.withColumn("prediction", zeros(*FEATURES))),
-        "deltaflow_wide": lambda: _noop(wide.withColumn("prediction", ours(*FEATURES))),
         "mapInArrow_wide": lambda: _noop(_map_in_arrow(wide, model_path)),
     }
-    if with_mlflow:
+    if library == "plain+mlflow":
         theirs = _make_udf(spark, work, "mlflow")
         actions["mlflow"] = lambda: _noop(df.withColumn("prediction", theirs(*FEATURES)))
+    return actions, df
+
+
+def child_actor(work: str, library: str) -> dict[str, Any]:
+    """One Spark application that times its actions on command: reads an action name per line on
+    stdin, answers ``TIME <name> <seconds>``; ``limit`` answers with the raw-predict figures."""
+    spark = _spark()
+    actions, df = _throughput_actions(spark, work, library)
     for action in actions.values():
         action()  # warm: workers started, models loaded, plans compiled
-    times: dict[str, list[float]] = {name: [] for name in actions}
-    for _ in range(repeats):
-        for name, action in actions.items():
-            times[name].append(_timed(action, 1)[0])
-    out: dict[str, Any] = {"rows": rows, "times": times,
-                           "rows_per_s": {name: rows / statistics.median(t) for name, t in times.items()}}
+    print("READY " + json.dumps(sorted(actions)), flush=True)
+    for line in sys.stdin:
+        name = line.strip()
+        if name == "quit":
+            break
+        if name == "limit":
+            print("LIMIT " + json.dumps(_raw_predict(df, os.path.join(work, "rf-deltaflow"))), flush=True)
+            continue
+        print(f"TIME {name} {_timed(actions[name], 1)[0]}", flush=True)
+    return {"rows": df.count()}
+
+
+class _Actor:
+    """A running ``child_actor`` process."""
+
+    def __init__(self, work: str, library: str) -> None:
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", "actor", "--work", work, "--library", library]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, env=_child_env(work), cwd=work)
+        self.actions = json.loads(self._expect("READY "))
+
+    def _expect(self, prefix: str) -> str:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+        raise RuntimeError(f"benchmark child ended (exit {self.proc.wait()}) before answering {prefix.strip()}")
+
+    def ask(self, command: str) -> str:
+        self.proc.stdin.write(command + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        return self._expect("LIMIT " if command == "limit" else f"TIME {command} ")
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write("quit\n")  # type: ignore[union-attr]
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            self.proc.wait(timeout=120)
+        except Exception:  # noqa: BLE001 - a child that will not stop is killed
+            self.proc.kill()
+
+
+def throughput(work: str, rounds: int, with_mlflow: bool) -> Optional[dict[str, Any]]:
+    """Two Spark applications alive at once, each idle while the other is timed: one runs deltaflow's
+    UDF, the other everything else. Round after round every action runs once, so a change in the
+    machine's load hits them alike; the deltaflow / MLflow ratio is taken per round."""
+    log(f"throughput: {rounds} rounds")
+    actors: list[_Actor] = []
+    try:
+        actors = [_Actor(work, "deltaflow"), _Actor(work, "plain+mlflow" if with_mlflow else "plain")]
+        times: dict[str, list[float]] = {name: [] for actor in actors for name in actor.actions}
+        for _ in range(rounds):
+            for actor in actors:
+                for name in actor.actions:
+                    times[name].append(float(actor.ask(name)))
+        limit = json.loads(actors[1].ask("limit"))
+    except Exception as exc:  # noqa: BLE001 - reported, the other sections still run
+        log(f"throughput failed: {exc}")
+        return None
+    finally:
+        for actor in actors:
+            actor.close()
+    rows = 0
+    out: dict[str, Any] = {"times": times, "limit": limit}
+    out["rows"] = rows = int(round(limit["rows"]))
+    out["rows_per_s"] = {name: rows / statistics.median(t) for name, t in times.items()}
     if with_mlflow:
         out["round_ratios"] = [m / d for d, m in zip(times["deltaflow"], times["mlflow"])]
-    out["limit"] = _raw_predict(df, model_path)
     return out
 
 
@@ -224,7 +293,7 @@ def _raw_predict(df: Any, model_path: str) -> dict[str, Any]:
     start = time.perf_counter()
     model.predict(frame)
     seconds = time.perf_counter() - start
-    return {"rows_per_s_per_core": len(frame) / seconds, "cores": os.cpu_count()}
+    return {"rows_per_s_per_core": len(frame) / seconds, "cores": os.cpu_count(), "rows": len(frame)}
 
 
 def child_sparkml(work: str, repeats: int) -> dict[str, Any]:
@@ -309,8 +378,8 @@ def _child_main(argv: list[str]) -> int:
         out = child_prepare(args.work, args.rows, args.partitions)
     elif args.child == "first":
         out = child_first(args.work, args.library)
-    elif args.child == "throughput":
-        out = child_throughput(args.work, args.repeats, args.library != "deltaflow-only")
+    elif args.child == "actor":
+        out = child_actor(args.work, args.library)
     elif args.child == "sparkml":
         out = child_sparkml(args.work, args.repeats)
     else:
@@ -320,15 +389,18 @@ def _child_main(argv: list[str]) -> int:
 
 
 # -- parent: orchestration and the table -------------------------------------------------------
+def _child_env(work: str) -> dict[str, str]:
+    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true", "DELTAFLOW_ENGINE": "rust",
+            "DELTAFLOW_WAREHOUSE_DIR": os.path.join(work, "warehouse")}
+
+
 def _run_child(name: str, work: str, **kwargs: Any) -> Optional[dict[str, Any]]:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--work", work]
     for key, value in kwargs.items():
         cmd += [f"--{key}", str(value)]
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true", "DELTAFLOW_ENGINE": "rust",
-           "DELTAFLOW_WAREHOUSE_DIR": os.path.join(work, "warehouse")}
     log(f"{name} {kwargs}")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work, timeout=3600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(work), cwd=work, timeout=3600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         log(f"{name} failed ({proc.returncode}): {proc.stderr[-2500:]}")
@@ -375,8 +447,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if "udf" in only:
         firsts = {lib: _run_child("first", work, library=lib) for lib in
                   (("deltaflow",) if args.skip_mlflow else ("deltaflow", "mlflow"))}
-        run = _run_child("throughput", work, repeats=max(5, args.repeats),  # more rounds: a noisy machine
-                         library="deltaflow-only" if args.skip_mlflow else "both")
+        run = throughput(work, max(5, args.repeats), not args.skip_mlflow)  # more rounds: a noisy machine
         results["udf"] = {"first": firsts, "throughput": run}
         rates = (run or {}).get("rows_per_s", {})
         o_rate, t_rate = rates.get("deltaflow"), rates.get("mlflow")
@@ -398,7 +469,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             limit = run["limit"]["rows_per_s_per_core"] * run["limit"]["cores"]
             table.append(["limit: model.predict in one process × cores", fmt_rate(limit, "rows"), "-",
                           f"UDF at {o_rate / limit:.0%} of it", "-", "-"])
-            table.append(["ceiling: a UDF returning zeros (rows to Python and back)",
+            table.append(["stock pandas UDF returning zeros (rows to Python and back)",
                           fmt_rate(rates["ceiling"], "rows"), "-", "-", "-", "-"])
             table.append(["transport: mapInArrow keeping every column (model reads 10 of 10)",
                           fmt_rate(rates["mapInArrow"], "rows"), "-",

@@ -158,6 +158,7 @@ def run(uri: str, entry_point: str = "main", parameters: Optional[Mapping[str, A
         from deltaflow.tracking.client import DeltaflowClient
 
         client = DeltaflowClient(location.uri)
+        _open_run_tables(client)
         tags = {"mlflow.user": resolve_user(), "mlflow.source.name": fetched.source_name,
                 "mlflow.source.type": "PROJECT", "mlflow.project.entryPoint": entry_point,
                 "mlflow.project.backend": backend, **fetched.tags()}
@@ -195,6 +196,23 @@ def _databricks_launcher(config: dict[str, Any]) -> Any:
         raise
     parse_databricks_config(config)
     return run_databricks
+
+
+def _open_run_tables(client: Any) -> None:
+    """Open the tables a launch writes, in parallel: each open reads its table's log, and opened one
+    after another by the first commit they were ~70 ms of a launch's ~0.5 s (rust engine only; the
+    spark engine opens tables through its session)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deltaflow.store.schema import TABLES
+
+    engine = client._store.engine
+    if getattr(engine, "name", None) != "rust":
+        return
+    names = ("runs", "params", "tags")
+    with ThreadPoolExecutor(len(names), thread_name_prefix="deltaflow-open") as pool:
+        for done in [pool.submit(engine.ensure_tables, [TABLES[name]]) for name in names]:
+            done.result()
 
 
 def _checked_params(values: Mapping[str, str]) -> list[Param]:

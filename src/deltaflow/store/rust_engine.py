@@ -225,16 +225,17 @@ class RustEngine(Engine):
             return self._tables.setdefault(table, opened)
 
     def ensure_tables(self, specs: Sequence[TableSpec]) -> None:
+        """Open (creating where missing) each table. Safe to call from several threads at once: a
+        table is opened outside the lock (delta-rs releases the GIL while it reads the log, so tables
+        open in parallel) and the first handle stored wins."""
         self._check_process()
         for table_spec in specs:
             if table_spec.name in self._tables:
                 continue
+            opened = retry_conflicts(lambda s=table_spec: self._open_or_create(s), is_conflict=_is_creation_race,
+                                     attempts=15, what=f"creating table {table_spec.name}")
             with self._create_lock:
-                if table_spec.name in self._tables:
-                    continue
-                self._tables[table_spec.name] = retry_conflicts(
-                    lambda s=table_spec: self._open_or_create(s), is_conflict=_is_creation_race,
-                    attempts=15, what=f"creating table {table_spec.name}")
+                self._tables.setdefault(table_spec.name, opened)
 
     def _open_or_create(self, table_spec: TableSpec) -> "DeltaTable":
         try:
