@@ -235,9 +235,8 @@ def throughput(work: str, rounds: int, with_mlflow: bool) -> Optional[dict[str, 
     finally:
         for actor in actors:
             actor.close()
-    rows = 0
-    out: dict[str, Any] = {"times": times, "limit": limit}
-    out["rows"] = rows = int(round(limit["rows"]))
+    rows = int(limit["rows"])
+    out: dict[str, Any] = {"rows": rows, "times": times, "limit": limit}
     out["rows_per_s"] = {name: rows / statistics.median(t) for name, t in times.items()}
     if with_mlflow:
         out["round_ratios"] = [m / d for d, m in zip(times["deltaflow"], times["mlflow"])]

@@ -31,26 +31,19 @@ def linear(tmp_path_factory):
 
 
 def _plan(path: str, tmp_path, monkeypatch) -> _worker.UdfPlan:
+    """The plan the driver would build: the model resolved and packed by the driver's own code."""
     from pyspark.sql.types import DoubleType
 
-    from deltaflow.models.model import Model
+    from deltaflow.serving._model import resolve
 
     monkeypatch.setenv("DELTAFLOW_SCORING_DIR", str(tmp_path / "scratch"))
-    key, data = _payload(path)
-    schema = Model.load(path).signature.inputs
+    resolved = resolve(path)
+    try:
+        key, data = resolved.payload()
+        schema = resolved.meta.signature.inputs
+    finally:
+        resolved.cleanup()
     return _worker.UdfPlan(key, data, NAMES, 3, schema, None, DoubleType())
-
-
-def _payload(path: str) -> tuple[str, bytes]:
-    import io
-    import tarfile
-
-    from deltaflow.serving._model import folder_digest
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(path, arcname="model")
-    return folder_digest(path), buffer.getvalue()
 
 
 def _batch(start: int, rows: int) -> tuple[pd.Series, ...]:

@@ -200,10 +200,8 @@ class TrackingStore(ExperimentsMixin):
         V.validate_run_id(run_id)
         meta = self._runs.get(run_id)
         if meta is None:
-            state = self._run_state_rows([run_id])
-            if not state:
-                raise NotFound(f"run {run_id!r} does not exist in store {self.location.uri!r}")
-            meta = _RunMeta(state[0]["experiment_id"], state[0]["lifecycle_stage"] or LifecycleStage.ACTIVE)
+            state = self._run_state(run_id)
+            meta = _RunMeta(state["experiment_id"], state["lifecycle_stage"] or LifecycleStage.ACTIVE)
             self._runs[run_id] = meta
         return meta
 
@@ -330,14 +328,18 @@ class TrackingStore(ExperimentsMixin):
         rows = self.engine.read("runs", Where.of(run_id=list(run_ids))).to_pylist()
         return list(fold_runs(rows).values())
 
+    def _run_state(self, run_id: str) -> dict[str, Any]:
+        """The run's folded row of the runs table; NotFound when it has none."""
+        state = self._run_state_rows([run_id])
+        if not state:
+            raise NotFound(f"run {run_id!r} does not exist in store {self.location.uri!r}")
+        return state[0]
+
     def run_status(self, run_id: str) -> str:
         """The run's status, read from the runs table alone (what a launcher checks when its entry
         point exits, without the params, tags and metrics ``get_run`` also reads)."""
         V.validate_run_id(run_id)
-        state = self._run_state_rows([run_id])
-        if not state:
-            raise NotFound(f"run {run_id!r} does not exist in store {self.location.uri!r}")
-        return state[0]["status"]
+        return self._run_state(run_id)["status"]
 
     def get_run(self, run_id: str) -> Run:
         V.validate_run_id(run_id)
