@@ -103,6 +103,38 @@ def test_failing_entry_point_ends_failed_with_its_exit_code(rust_store: str, tmp
     assert info.value.exit_code == 3 and run.info.end_time is not None
 
 
+def test_an_entry_point_that_ends_its_run_failed_keeps_that_status(rust_store: str, tmp_path: Path) -> None:
+    """Exit status 0, but the entry point ended the run FAILED itself: the launcher keeps its word. The
+    launcher reads the committed status without committing its own pending RUNNING first, so that
+    RUNNING lands in the end's commit and, being the earlier event, does not hide FAILED."""
+    project = _write(tmp_path / "proj", {"verdict.py": """
+        import deltaflow
+        deltaflow.start_run()
+        deltaflow.log_metric("loss", 9.5)
+        deltaflow.end_run("FAILED")
+    """})
+    with pytest.raises(RunFailed, match=r"ended FAILED, exit code 0") as info:
+        projects.run(str(project), entry_point="verdict.py")
+    run = deltaflow.DeltaflowClient(rust_store).get_run(info.value.run_id)
+    assert (run.info.status, run.data.tags["deltaflow.project.exitCode"]) == ("FAILED", "0")
+    assert run.data.metrics == {"loss": 9.5}
+    assert _status_events(rust_store, run.info.run_id) == ["SCHEDULED", "RUNNING", "FAILED"]
+
+
+def test_committed_run_status_reads_without_committing_pending_writes(rust_store: str) -> None:
+    client = deltaflow.DeltaflowClient(rust_store)
+    run_id = client.create_run("0", status="SCHEDULED").info.run_id
+    client.flush()
+    client.update_run(run_id, status="RUNNING")  # buffered, not committed yet
+    store = client._store
+    assert store.run_status(run_id, committed=True) == "SCHEDULED"
+    assert _status_events(rust_store, run_id) == ["SCHEDULED"]  # the committed read wrote nothing
+    assert store.run_status(run_id) == "RUNNING"  # the default read sees this process's writes
+    assert _status_events(rust_store, run_id) == ["SCHEDULED", "RUNNING"]
+    with pytest.raises(NotFound, match="does not exist"):
+        store.run_status("0" * 32, committed=True)
+
+
 def test_cancel_kills_the_process_group_and_records_killed(rust_store: str, tmp_path: Path) -> None:
     project = _write(tmp_path / "proj", {"wait.sh": """
         sleep 300 &

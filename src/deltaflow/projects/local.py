@@ -70,8 +70,10 @@ def recorder(client: Any, run_id: str, cleanup: Optional[Callable[[], None]] = N
     def record(status: str, exit_code: int) -> str:
         try:
             if status == RunStatus.FINISHED:
-                # The runs table alone: the status is all this needs, and it is read on every exit.
-                current = client._store.run_status(run_id)
+                # The runs table alone, as committed: what the entry point's process recorded is all
+                # this needs, and the launcher's own pending RUNNING then goes in the same commit as
+                # the end instead of one of its own.
+                current = client._store.run_status(run_id, committed=True)
                 if current in (RunStatus.FAILED, RunStatus.KILLED):
                     status = current  # the entry point ended its run so itself; keep its word
             client.set_tag(run_id, EXIT_CODE_TAG, str(exit_code))

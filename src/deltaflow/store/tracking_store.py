@@ -323,23 +323,28 @@ class TrackingStore(ExperimentsMixin):
         self.buffer.add_rows("inputs", rows)
 
     # -- runs: read -------------------------------------------------------------------------
-    def _run_state_rows(self, run_ids: Sequence[str]) -> list[dict[str, Any]]:
-        self.flush()
+    def _run_state_rows(self, run_ids: Sequence[str], flush: bool = True) -> list[dict[str, Any]]:
+        if flush:
+            self.flush()
         rows = self.engine.read("runs", Where.of(run_id=list(run_ids))).to_pylist()
         return list(fold_runs(rows).values())
 
-    def _run_state(self, run_id: str) -> dict[str, Any]:
+    def _run_state(self, run_id: str, flush: bool = True) -> dict[str, Any]:
         """The run's folded row of the runs table; NotFound when it has none."""
-        state = self._run_state_rows([run_id])
+        state = self._run_state_rows([run_id], flush)
         if not state:
             raise NotFound(f"run {run_id!r} does not exist in store {self.location.uri!r}")
         return state[0]
 
-    def run_status(self, run_id: str) -> str:
+    def run_status(self, run_id: str, *, committed: bool = False) -> str:
         """The run's status, read from the runs table alone (what a launcher checks when its entry
-        point exits, without the params, tags and metrics ``get_run`` also reads)."""
+        point exits, without the params, tags and metrics ``get_run`` also reads).
+
+        ``committed=True`` reads what is committed without first committing this process's pending
+        writes: what another process (the entry point) recorded. Rows fold by event time, so a
+        status this process logged earlier and has not committed yet cannot hide a later one."""
         V.validate_run_id(run_id)
-        return self._run_state(run_id)["status"]
+        return self._run_state(run_id, flush=not committed)["status"]
 
     def get_run(self, run_id: str) -> Run:
         V.validate_run_id(run_id)
