@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import zipfile
 import zipimport
 
@@ -58,7 +57,6 @@ def test_batches_are_gathered_into_one_predict_with_identical_results(linear, tm
     model, path = linear
     plan = _plan(path, tmp_path, monkeypatch)
     monkeypatch.setenv("DELTAFLOW_UDF_BATCH_ROWS", "250")
-    _worker._predictor(plan)  # a warm worker: the model is loaded before the first batch
     batches = [_batch(0, 100), _batch(100, 100), _batch(200, 100), _batch(300, 40)]
     out = list(_worker.run(plan, iter(batches)))
     # 300 rows reach the 250-row target after the third batch; the last 40 are scored at the end.
@@ -66,74 +64,6 @@ def test_batches_are_gathered_into_one_predict_with_identical_results(linear, tm
     frame = pd.concat([pd.DataFrame(dict(zip(NAMES, b))) for b in batches], ignore_index=True)
     expected = model.predict(frame.astype("float64"))
     np.testing.assert_allclose(pd.concat(out, ignore_index=True).to_numpy(), expected, rtol=1e-12)
-
-
-def _slow_loader(monkeypatch, release: threading.Event) -> None:
-    """A cold worker whose model load finishes only once ``release`` is set."""
-    monkeypatch.setattr(_worker, "_LOADED", {})  # nothing loaded in this worker yet
-    real = _worker._predictor
-
-    def predictor(plan):  # noqa: ANN001, ANN202
-        assert release.wait(30), "the model load was never released"
-        return real(plan)
-
-    monkeypatch.setattr(_worker, "_predictor", predictor)
-
-
-def test_a_cold_worker_keeps_reading_batches_while_the_model_loads(linear, tmp_path, monkeypatch):
-    model, path = linear
-    plan = _plan(path, tmp_path, monkeypatch)
-    monkeypatch.setenv("DELTAFLOW_UDF_BATCH_ROWS", "250")
-    release = threading.Event()
-    _slow_loader(monkeypatch, release)
-    batches = [_batch(0, 100), _batch(100, 100), _batch(200, 100), _batch(300, 40)]
-
-    def spark_input():  # noqa: ANN202
-        yield from batches
-        release.set()  # the model is ready only once the input has ended
-
-    out = list(_worker.run(plan, spark_input()))
-    assert [len(s) for s in out] == [340]  # past the 250-row target: gathered while loading, one predict
-    frame = pd.concat([pd.DataFrame(dict(zip(NAMES, b))) for b in batches], ignore_index=True)
-    np.testing.assert_allclose(out[0].to_numpy(), model.predict(frame), rtol=1e-12)
-
-
-def test_gathering_while_the_model_loads_stops_at_the_size_bound(linear, tmp_path, monkeypatch):
-    _model, path = linear
-    plan = _plan(path, tmp_path, monkeypatch)
-    monkeypatch.setenv("DELTAFLOW_UDF_BATCH_ROWS", "250")
-    monkeypatch.setattr(_worker, "_TARGET_BYTES", 2 * 100 * 3 * 8)  # two 100-row batches of 3 doubles
-    release = threading.Event()
-    _slow_loader(monkeypatch, release)
-    timer = threading.Timer(0.3, release.set)
-    timer.start()
-    pulled_before_release = []
-
-    def spark_input():  # noqa: ANN202
-        for i, batch in enumerate([_batch(0, 100), _batch(100, 100), _batch(200, 100), _batch(300, 40)]):
-            if not release.is_set():
-                pulled_before_release.append(i)
-            yield batch
-
-    try:
-        out = list(_worker.run(plan, spark_input()))
-    finally:
-        timer.cancel()
-    assert pulled_before_release == [0, 1]  # the bound reached, it waited for the model instead of reading
-    assert [len(s) for s in out] == [200, 140]
-
-
-def test_a_model_that_fails_to_load_fails_the_batch(linear, tmp_path, monkeypatch):
-    _model, path = linear
-    plan = _plan(path, tmp_path, monkeypatch)
-
-    def broken(plan):  # noqa: ANN001, ANN202
-        raise InvalidArgument("the model's flavor cannot be loaded here")
-
-    monkeypatch.setattr(_worker, "_LOADED", {})
-    monkeypatch.setattr(_worker, "_predictor", broken)
-    with pytest.raises(InvalidArgument, match="cannot be loaded here"):
-        list(_worker.run(plan, iter([_batch(0, 10)])))
 
 
 def test_a_column_whose_dtype_changes_between_batches_and_a_general_batch(linear, tmp_path, monkeypatch):

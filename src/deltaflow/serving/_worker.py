@@ -15,12 +15,9 @@ import tarfile
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from deltaflow.errors import InvalidArgument
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
 
 __all__ = ["UdfPlan", "run", "scratch_root", "loaded_keys"]
 
@@ -149,31 +146,6 @@ def _predictor(plan: UdfPlan) -> Any:
     return found
 
 
-def _load_meanwhile(plan: UdfPlan) -> "Future[Any]":
-    """``plan``'s loaded model as a future. A model this worker has already loaded is ready at once;
-    any other is loaded on a thread while the caller goes on reading its first batches: a cold
-    worker spends 1–2 s importing the model's library (scikit-learn's forests import scipy.stats),
-    during which the JVM can go on producing rows instead of waiting for the worker to read them."""
-    from concurrent.futures import Future
-
-    future: Future[Any] = Future()
-    cache_key = (plan.key, plan.env.key if plan.env is not None else None)
-    with _LOCK:
-        cached = cache_key in _LOADED
-    if cached:
-        future.set_result(_predictor(plan))
-        return future
-
-    def load() -> None:
-        try:
-            future.set_result(_predictor(plan))
-        except BaseException as exc:  # noqa: BLE001 - handed to the scoring thread, which raises it
-            future.set_exception(exc)
-
-    threading.Thread(target=load, name="deltaflow-model-load", daemon=True).start()
-    return future
-
-
 class _Enforcer:
     """The signature's column rules on every batch. A batch whose column names and dtypes match one
     that enforcement only selected columns from (no conversion) is just selected the same way: the
@@ -271,15 +243,14 @@ def run(plan: UdfPlan, batches: Iterator[Any]) -> Iterator[Any]:
     many rows. Spark matches the output to the input rows by position, not by batch, and a
     partition's last rows are scored when its input ends. Numeric columns are gathered as arrays and
     copied once into the frame that is scored (building a frame per batch and concatenating them
-    cost ~20% of a worker's time on 10 feature columns). While a cold worker loads the model,
-    batches go on being gathered past the row target, up to the 64 MiB bound.
+    cost ~20% of a worker's time on 10 feature columns).
     """
     import pandas as pd
 
     from deltaflow.serving._convert import to_result
 
     _keep_unchanged_zip_listings()
-    loading = _load_meanwhile(plan)
+    predictor = _predictor(plan)
     enforce = _Enforcer(plan.schema)
     target_rows = _target_rows()
     frames: list[Any] = []  # batches that needed _frame
@@ -292,7 +263,7 @@ def run(plan: UdfPlan, batches: Iterator[Any]) -> Iterator[Any]:
         else:
             frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         frame = enforce(frame)
-        return to_result(loading.result().predict(frame, plan.params), plan.result_type, len(frame))
+        return to_result(predictor.predict(frame, plan.params), plan.result_type, len(frame))
 
     for batch in batches:
         args = (batch,) if isinstance(batch, (pd.Series, pd.DataFrame)) else tuple(batch)
@@ -310,7 +281,7 @@ def run(plan: UdfPlan, batches: Iterator[Any]) -> Iterator[Any]:
             frames.append(frame)
             size += int(frame.memory_usage(index=False).sum())
         rows += len(args[0])
-        if (rows >= target_rows and loading.done()) or size >= _TARGET_BYTES:
+        if rows >= target_rows or size >= _TARGET_BYTES:
             yield scored()
             frames, arrays, rows, size = [], [], 0, 0
     if frames or arrays:
