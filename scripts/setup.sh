@@ -19,8 +19,14 @@ fi
 stamp=".venv/.deltaflow-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)-$EXTRAS"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+  # uv installs the same versions as pip (both take the newest that fit pyproject.toml) in well under a
+  # minute where pip took ~5 (a clean clone here); byte-compiled, as pip does. pip when uv is unavailable.
+  if .venv/bin/python -m pip install -q uv; then
+    UV_COMPILE_BYTECODE=1 .venv/bin/python -m uv pip install -q --python .venv/bin/python --upgrade pip -e ".[$EXTRAS]"
+  else
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+  fi
   echo "$want" > "$stamp"
 fi
 # Byte-compile the editable source once: where PYTHONDONTWRITEBYTECODE is set, every process would
