@@ -211,6 +211,24 @@ class _Early:
         self.port = None
         self.server_error = None
         self.build = None
+        self.stopped = False
+
+    def stop_server(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.server.terminate()
+            self.server.wait(timeout=60)
+        self.stopped = True
+
+
+_EARLY: list[_Early] = []  # the session's, for pytest_runtest_teardown
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """An idle Spark Connect server's JVM still takes ~20% of a core: stop it after this folder's last
+    test instead of at the end of the session (the serving, store and unit tests run after it)."""
+    if _EARLY and (nextitem is None or not os.path.abspath(str(nextitem.fspath)).startswith(_HERE)):
+        _EARLY[0].stop_server()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -249,10 +267,10 @@ def early(request, env_cache, tmp_path_factory):
 
         state.build = threading.Thread(target=build, name="env-build", daemon=True)
         state.build.start()
+    _EARLY.append(state)
     yield state
-    if state.server is not None:
-        state.server.terminate()
-        state.server.wait(timeout=60)
+    _EARLY.clear()
+    state.stop_server()
     if state.build is not None:
         state.build.join(timeout=600)
 
@@ -265,6 +283,9 @@ def connect_server(early):
         pytest.fail(f"the local Spark Connect server did not start: {early.server_error}")
     if early.server is None:
         pytest.fail("the Spark Connect server was not started in this test run")
+    if early.stopped:
+        pytest.fail("the Spark Connect server was stopped after the last test of tests/scoring; a test "
+                    "that needs it must run among them")
     if not getattr(early, "ready", False):
         assert early.server.stdout.readline().strip() == "READY"
         early.ready = True
