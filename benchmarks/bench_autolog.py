@@ -849,8 +849,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"\nWARNING: the driver JVM's JIT code cache was full ({first.code_cache_mb[0]:.0f} of "
                   f"{first.code_cache_mb[1]:.0f} MB) from {first.workload}/{first.variant} repeat {first.repeat + 1} "
                   f"on ({len(full)} of {len(bench.samples)} samples): the JVM stopped compiling, later "
-                  "figures are slower and noisier (deltaflow's local session runs with -XX:TieredStopAtLevel=1, "
-                  "whose default code cache is 48 MB).")
+                  "figures are slower and noisier (raise -XX:ReservedCodeCacheSize in DELTAFLOW_DRIVER_JAVA_OPTIONS).")
         warned = sorted({w for s in bench.samples for w in s.warnings})
         if warned:
             print(f"\nautolog warnings ({len(warned)} distinct; all in the JSON):")
