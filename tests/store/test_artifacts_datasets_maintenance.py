@@ -171,7 +171,7 @@ def test_metastore_store(spark, tmp_path):
 
 
 def test_bounded_buffer_slows_a_fast_producer(spark, tmp_path, monkeypatch):
-    """With room for 2,000 rows, 20,000 metrics still all land, and the producer had to wait.
+    """With room for 2,000 rows, 6,000 metrics still all land, and the producer had to wait.
 
     Heartbeats fall due constantly (the flusher adds rows while the buffer is full), which once
     deadlocked the flusher against its own back-pressure."""
@@ -183,7 +183,7 @@ def test_bounded_buffer_slows_a_fast_producer(spark, tmp_path, monkeypatch):
     from deltaflow.store.tracking_store import TrackingStore
 
     location = resolve_location(str(tmp_path / "store"))
-    # The spark engine: its commits (~0.5 s) are far slower than producing 20,000 points (~50 ms).
+    # The spark engine: its commits (~0.5 s) are far slower than producing 6,000 points (~15 ms).
     store = TrackingStore(location, make_engine(location, "spark"))
     rid = store.create_run("0", "me", None, [], "bp").info.run_id
     peak = {"rows": 0}
@@ -196,15 +196,15 @@ def test_bounded_buffer_slows_a_fast_producer(spark, tmp_path, monkeypatch):
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    for i in range(20_000):
+    for i in range(6_000):
         store.log_metric_fast(rid, "m", float(i), 0, i)
     stop.set()
     watcher.join()
     store.flush()
-    # Unbounded, the whole 20,000 would sit in the buffer before the first commit ends: the producer
-    # was held back at the cap.
+    # Unbounded, all 6,000 would sit in the buffer before the first commit ends: the producer was
+    # held back at the cap.
     assert peak["rows"] <= 2000 + 1
-    assert store.engine.read("metrics", Where.of(run_id=rid), ["step"]).num_rows == 20_000
+    assert store.engine.read("metrics", Where.of(run_id=rid), ["step"]).num_rows == 6_000
 
 
 def test_unwritable_store_raises_instead_of_hanging(spark, tmp_path):
