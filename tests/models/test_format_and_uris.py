@@ -191,6 +191,19 @@ def test_enforce_allows_safe_conversions_and_drops_extra_columns():
     assert out["x"].dtype == np.float64 and out["n"].dtype == np.int64
 
 
+def test_enforce_reads_decimals_as_double_as_mlflow_does():
+    from decimal import Decimal
+
+    out = enforce_schema(pd.DataFrame({"x": [Decimal("0.10"), None, Decimal("12345678901.25")], "n": [1, 2, 3],
+                                       "s": ["a", "b", "c"]}), SCHEMA)
+    assert out["x"].dtype == np.float64
+    np.testing.assert_array_equal(out["x"].to_numpy(), [0.1, np.nan, 12345678901.25])
+    with pytest.raises(InvalidArgument, match="input column 'x' has type object"):  # decimals mixed with text
+        enforce_schema(pd.DataFrame({"x": [Decimal("1"), "2"], "n": [1, 2], "s": ["a", "b"]}), SCHEMA)
+    with pytest.raises(InvalidArgument, match="input column 'n' has type object"):  # only double takes them
+        enforce_schema(pd.DataFrame({"x": [1.0], "n": [Decimal("1")], "s": ["a"]}), SCHEMA)
+
+
 def test_enforce_missing_column_names_it():
     with pytest.raises(InvalidArgument, match="input column 'n' is required by the model signature but missing"):
         enforce_schema(pd.DataFrame({"x": [1.0], "s": ["a"]}), SCHEMA)

@@ -110,6 +110,12 @@ def test_columns_by_position_by_name_as_a_struct_or_from_the_signature(spark, sk
     np.testing.assert_allclose(positional, want)
     swapped = renamed.select(udf("v", "u").alias("p")).toPandas()["p"]  # by position, so swapped
     np.testing.assert_allclose(swapped, expected(1, FEATURES.rename(columns={"a": "b", "b": "a"})))
+    # A decimal column is read as double, as MLflow does (and as the driver-side check accepts).
+    decimals = features_df.select(F.col("a").cast("decimal(20,10)").alias("a"), "b")
+    rounded = features_df.select(F.col("a").cast("decimal(20,10)").cast("double").alias("a"), "b").toPandas()
+    np.testing.assert_allclose(deltaflow.score(decimals, sk_paths[1]).toPandas()["prediction"],
+                               expected(1, rounded[["a", "b"]]))
+    np.testing.assert_allclose(decimals.select(udf("a", "b").alias("p")).toPandas()["p"], expected(1, rounded))
     spark.udf.register("scoring_lr_v1", udf.udf)  # in SQL, by position
     features_df.createOrReplaceTempView("scoring_features")
     np.testing.assert_allclose(spark.sql("SELECT scoring_lr_v1(a, b) AS p FROM scoring_features").toPandas()["p"], want)

@@ -2,9 +2,10 @@
 
 * A required column missing from the input is an error naming it; extra columns are dropped (with a
   warning), so the model sees exactly the columns it was trained on, in the signature's order.
-* Types: only conversions that cannot change values are made (int -> long, int/long -> double when
-  the values fit, float -> double, any datetime64 precision -> datetime, object -> string); anything
-  else (double -> long, string -> double, ...) is an error naming the column and the expected type.
+* Types: conversions that cannot change values are made (int -> long, int/long -> double when the
+  values fit, float -> double, any datetime64 precision -> datetime, object -> string), and decimal ->
+  double, rounded, because MLflow reads Spark's decimals as doubles; anything else (double -> long,
+  string -> double, ...) is an error naming the column and the expected type.
 * Params: declared params get their defaults; a value of the wrong type is an error naming the
   param; undeclared params are ignored with a warning.
 """
@@ -24,7 +25,15 @@ _log = logging.getLogger(__name__)
 _NUMPY_NAMES = {"long": "int64", "integer": "int32", "double": "float64", "float": "float32",
                 "boolean": "bool", "datetime": "datetime64[ns]"}
 _ALLOWED = ("allowed conversions: integer -> long/double, float -> double, long -> double "
-            "(values 0/1 or narrow ints), any datetime precision -> datetime")
+            "(values 0/1 or narrow ints), decimal -> double, any datetime precision -> datetime")
+
+
+def _all_decimal(values: Any) -> bool:
+    """Whether every non-null value is a ``decimal.Decimal`` (and at least one is)."""
+    import decimal
+
+    present = values.dropna()
+    return len(present) > 0 and all(isinstance(v, decimal.Decimal) for v in present)
 
 
 def _mismatch(name: Any, dtype: Any, expected: str, hint: str = "") -> InvalidArgument:
@@ -62,6 +71,10 @@ def _enforce_column(name: Any, values: Any, expected: str) -> Any:
     target = np.dtype(_NUMPY_NAMES[expected])
     if dtype == target:
         return values
+    if expected == "double" and dtype == object and _all_decimal(values):
+        # Spark's DecimalType reaches pandas as decimal.Decimal objects; MLflow reads it as double
+        # (its signature inference says so, and deltaflow's too), accepting the rounding.
+        return values.astype(np.float64)
     kind, size = getattr(dtype, "kind", "O"), getattr(dtype, "itemsize", 0)
     if kind == target.kind:
         upcast = size <= target.itemsize
