@@ -65,12 +65,15 @@ def test_reentrant_in_a_thread_and_exclusive_between_threads(tmp_path):
 def test_only_local_stores_have_one(tmp_path):
     assert isinstance(commit_lock(resolve_location("s3://bucket/store")), nullcontext)
     assert isinstance(commit_lock(resolve_location("metastore:ml")), nullcontext)
+    assert isinstance(commit_lock(resolve_location("/Volumes/main/ml/vol/store")), nullcontext)
     assert not isinstance(commit_lock(resolve_location(str(tmp_path))), nullcontext)
 
 
 def test_a_lock_file_that_cannot_be_opened_is_a_storage_error(tmp_path):
     root = tmp_path / "store"
-    (root / LOCK_FILE).mkdir(parents=True)  # a folder in its place: opening it fails, even for root
+    root.mkdir()
+    # A link into a folder that does not exist: the file cannot be created, even by root.
+    os.symlink(tmp_path / "missing" / "lock", root / LOCK_FILE)
     with pytest.raises(StorageError, match="cannot write to the store .*commit lock"):
         with commit_lock(resolve_location(str(root))):
             pass

@@ -11,11 +11,14 @@ So on a local store every commit of either engine (appends, merges, deletes, com
 creation, vacuum) holds an exclusive ``flock`` on ``<store>/.deltaflow-commit.lock`` for its
 duration. The lock is re-entrant within a thread and shared by the threads of a process (a thread
 waits for another thread's commit as it would for another process's). Where ``fcntl`` does not exist
-(Windows), commits are not serialised across processes.
+(Windows), or the filesystem refuses locks, commits are not serialised across processes; Databricks'
+FUSE mounts (``/Volumes``, ``/dbfs``) are not locked.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import threading
 from contextlib import AbstractContextManager, nullcontext
@@ -31,6 +34,8 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = ["LOCK_FILE", "commit_lock"]
 
+_log = logging.getLogger(__name__)
+
 LOCK_FILE = ".deltaflow-commit.lock"
 
 
@@ -43,11 +48,12 @@ class _StoreLock(AbstractContextManager):
         self._threads = threading.RLock()
         self._depth = 0
         self._fd: Optional[int] = None
+        self._unsupported = False  # the filesystem refused a lock once: it will not take one later
 
     def __enter__(self) -> "_StoreLock":
         self._threads.acquire()
         try:
-            if self._depth == 0:
+            if self._depth == 0 and not self._unsupported:
                 self._fd = self._lock_file()
             self._depth += 1
         except BaseException:
@@ -67,21 +73,37 @@ class _StoreLock(AbstractContextManager):
         finally:
             self._threads.release()
 
-    def _lock_file(self) -> int:
+    def _lock_file(self) -> Optional[int]:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            # Read-only is enough for flock, so a writer of a shared store opens a lock file another
+            # user created (and that the umask left unwritable to the group).
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o666)
         except OSError as exc:
             raise StorageError(f"cannot write to the store at {os.path.dirname(self.path)!r}: its commit lock "
                                f"{self.path!r} cannot be opened ({exc.strerror or exc})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in _NO_LOCKS:
+                self._unsupported = True
+                # A filesystem without locks (some network and FUSE mounts): commit unlocked, as
+                # before the lock existed, rather than refuse every write.
+                _log.warning("deltaflow: %s does not support file locks (%s); commits to this store are "
+                             "not serialised across processes", self.path, exc.strerror or exc)
+                return None
+            raise
         except BaseException:
             os.close(fd)
             raise
         return fd
 
 
+_NO_LOCKS = {errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS}
+# Databricks' FUSE mounts: Spark reaches these through the workspace's own cloud log stores, which do
+# not rename, and the mounts do not promise working locks across nodes.
+_DATABRICKS_MOUNTS = ("/Volumes/", "/dbfs/", "/Workspace/")
 _LOCKS: dict[str, _StoreLock] = {}
 _GUARD = threading.Lock()
 
@@ -99,6 +121,8 @@ def commit_lock(location: StoreLocation) -> AbstractContextManager:
     """The lock every commit to ``location``'s tables holds: the store's lock file for a local store,
     nothing elsewhere (object stores, metastore tables, platforms without ``fcntl``)."""
     if fcntl is None or not location.is_local or location.root is None:
+        return nullcontext()
+    if (location.root.rstrip("/") + "/").startswith(_DATABRICKS_MOUNTS):
         return nullcontext()
     path = os.path.join(location.root, LOCK_FILE)
     with _GUARD:
