@@ -46,7 +46,6 @@ import pyarrow as pa
 
 from deltaflow.config import StoreLocation, settings
 from deltaflow.errors import ConcurrentModification, StorageError
-from deltaflow.store._commit_lock import commit_lock
 from deltaflow.store.schema import AUTO_COMPACT_PROPERTY, LEASE_TABLE, TABLE_PROPERTIES, TABLES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -155,9 +154,8 @@ class Compactor:
         read_version = dt.version()
         marker = f"{_MARKER_PREFIX}:{token}:{uuid.uuid4().hex[:8]}"
         props = CommitProperties(custom_metadata={"userMetadata": marker})
-        with commit_lock(self.location):
-            metrics = (dt.optimize.z_order(list(zorder_by), commit_properties=props) if zorder_by
-                       else dt.optimize.compact(commit_properties=props))
+        metrics = (dt.optimize.z_order(list(zorder_by), commit_properties=props) if zorder_by
+                   else dt.optimize.compact(commit_properties=props))
         result = CompactionResult(table, compacted=True, files_removed=int(metrics.get("numFilesRemoved", 0)),
                                   files_added=int(metrics.get("numFilesAdded", 0)))
         if result.files_removed == 0:
@@ -186,12 +184,11 @@ class Compactor:
                           schema=TABLES[LEASE_TABLE].schema)
         dt = self._lease_table()
         try:
-            with commit_lock(self.location):
-                dt.update_incremental()
-                # Values travel in the source table; the only literal in the text is our own clock.
-                metrics = (dt.merge(source, "t.table_name = s.table_name", source_alias="s", target_alias="t")
-                           .when_matched_update_all(predicate=f"t.expires_at < {now}")
-                           .when_not_matched_insert_all().execute())
+            dt.update_incremental()
+            # Values travel in the source table; the only literal in the text is our own clock.
+            metrics = (dt.merge(source, "t.table_name = s.table_name", source_alias="s", target_alias="t")
+                       .when_matched_update_all(predicate=f"t.expires_at < {now}")
+                       .when_not_matched_insert_all().execute())
         except Exception as exc:  # noqa: BLE001
             if _is_conflict(exc):
                 return None  # another claimant committed first: the lease is theirs
@@ -205,12 +202,11 @@ class Compactor:
         for _ in range(5):
             try:
                 dt = self._lease_table()
-                with commit_lock(self.location):
-                    dt.update_incremental()
-                    # token is a uuid hex we generated, never user text.
-                    (dt.merge(source, "t.table_name = s.table_name", source_alias="s", target_alias="t")
-                     .when_matched_update(updates={"expires_at": "s.expires_at"}, predicate=f"t.token = '{token}'")
-                     .execute())
+                dt.update_incremental()
+                # token is a uuid hex we generated, never user text.
+                (dt.merge(source, "t.table_name = s.table_name", source_alias="s", target_alias="t")
+                 .when_matched_update(updates={"expires_at": "s.expires_at"}, predicate=f"t.token = '{token}'")
+                 .execute())
                 return
             except Exception as exc:  # noqa: BLE001 - an unreleased lease just expires
                 if not _is_conflict(exc):
@@ -223,8 +219,7 @@ class Compactor:
         if table in self._migrated:
             return
         if dt.metadata().configuration.get(AUTO_COMPACT_PROPERTY, "false").lower() == "true":
-            with commit_lock(self.location):
-                dt.alter.set_table_properties({AUTO_COMPACT_PROPERTY: "false"}, raise_if_not_exists=False)
+            dt.alter.set_table_properties({AUTO_COMPACT_PROPERTY: "false"}, raise_if_not_exists=False)
             dt.update_incremental()
         self._migrated.add(table)
 
@@ -348,9 +343,8 @@ def _repair(location: StoreLocation, table: str, doubled: set[str], cause: str,
         removed = sum(extra.values()) - sum(remaining.values())
         marker = f"{_MARKER_PREFIX}-repair:{uuid.uuid4().hex}"
         try:
-            with commit_lock(location):
-                write_deltalake(dt, _arrow.table(keep, schema), mode="overwrite", predicate=predicate,
-                                commit_properties=CommitProperties(custom_metadata={"userMetadata": marker}))
+            write_deltalake(dt, _arrow.table(keep, schema), mode="overwrite", predicate=predicate,
+                            commit_properties=CommitProperties(custom_metadata={"userMetadata": marker}))
         except Exception as exc:  # noqa: BLE001
             if _is_conflict(exc) and attempt < 9:
                 time.sleep(0.05 * (attempt + 1))

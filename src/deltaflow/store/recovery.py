@@ -22,7 +22,6 @@ from typing import Any, Iterator, Optional
 from urllib.parse import unquote
 
 from deltaflow.config import StoreLocation
-from deltaflow.store._commit_lock import commit_lock
 from deltaflow.store.fold import metric_order
 from deltaflow.store.schema import TABLES
 
@@ -79,9 +78,8 @@ def heal_torn_flushes(location: StoreLocation, storage_options: Optional[dict[st
         if not best:
             continue
         data = _arrow.table({n: [row[i] for row in best.values()] for i, n in enumerate(schema.names)}, schema)
-        with commit_lock(location):
-            write_deltalake(latest_uri, data, mode="append", storage_options=storage_options,
-                            commit_properties=CommitProperties(custom_metadata={"userMetadata": marker}))
+        write_deltalake(latest_uri, data, mode="append", storage_options=storage_options,
+                        commit_properties=CommitProperties(custom_metadata={"userMetadata": marker}))
         _log.warning("deltaflow: healed a flush torn by a crash (%s, metrics version %d): %d latest "
                      "value(s) restored", marker, version, len(best))
     return len(torn)

@@ -25,7 +25,6 @@ import pyarrow as pa
 from deltaflow.config import StoreLocation, settings
 from deltaflow.errors import InvalidArgument, InvalidState, MissingDependency, StorageError
 from deltaflow.store import _arrow
-from deltaflow.store._commit_lock import commit_lock
 from deltaflow.store.engine import Engine, RunQuery, Where, retry_conflicts
 from deltaflow.store.schema import TABLES, TableSpec
 
@@ -271,7 +270,7 @@ class RustEngine(Engine):
         lock = self._locks[table]
 
         def attempt() -> None:
-            with lock, commit_lock(self.location):
+            with lock:
                 dt = self._table(table)
                 try:
                     write_deltalake(dt, data, mode="append",
@@ -326,7 +325,7 @@ class RustEngine(Engine):
         def attempt() -> bool:
             # The existence check and the insert are one MERGE: delta-rs's conflict checker fails the
             # commit if another writer added rows meanwhile, and we retry against the new version.
-            with lock, commit_lock(self.location):
+            with lock:
                 dt = self._table(table)
                 metrics = (dt.merge(data, predicate, source_alias="s", target_alias="t")
                            .when_not_matched_insert_all().execute())
@@ -358,7 +357,7 @@ class RustEngine(Engine):
         self._check_writable(table)
 
         def attempt() -> int:
-            with lock, commit_lock(self.location):
+            with lock:
                 return int(self._table(table).delete(predicate).get("num_deleted_rows", -1))
 
         return retry_conflicts(attempt, is_conflict=is_conflict, attempts=20, what=f"deleting from {table}")
@@ -411,7 +410,7 @@ class RustEngine(Engine):
                 "rows_repaired": result.rows_repaired}
 
     def vacuum(self, table: str, retention_hours: float, force: bool = False) -> None:
-        with self._locks[table], commit_lock(self.location):
+        with self._locks[table]:
             self._table(table).vacuum(retention_hours=int(math.ceil(retention_hours)), dry_run=False,
                                       enforce_retention_duration=not force)
 
@@ -459,12 +458,11 @@ def open_or_create_table(location: StoreLocation, table_spec: TableSpec,
         os.makedirs(uri, exist_ok=True)
     # mode="ignore": a table another process created first is kept as it is; losing the race
     # for version 0 raises, and the retry then opens the winner's table.
-    with commit_lock(location):
-        return DeltaTable.create(
-            uri, table_spec.schema, mode="ignore",
-            configuration={**table_properties(location), **table_spec.properties},
-            storage_options=storage_options, raise_if_key_not_exists=False,
-        )
+    return DeltaTable.create(
+        uri, table_spec.schema, mode="ignore",
+        configuration={**table_properties(location), **table_spec.properties},
+        storage_options=storage_options, raise_if_key_not_exists=False,
+    )
 
 
 def supports(location: StoreLocation) -> bool:

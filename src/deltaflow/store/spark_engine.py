@@ -17,7 +17,6 @@ import pyarrow as pa
 
 from deltaflow.config import StoreLocation
 from deltaflow.errors import NotFound, StorageError
-from deltaflow.store._commit_lock import commit_lock
 from deltaflow.store.engine import (
     RUN_STATE_COLUMNS,
     Engine,
@@ -192,8 +191,7 @@ class SparkEngine(Engine):
 
         for key, value in {**table_properties(self.location), **table_spec.properties}.items():
             builder = builder.property(key, value)
-        with commit_lock(self.location):
-            builder.execute()
+        builder.execute()
 
     def _to_spark(self, table: str, data: pa.Table) -> "tuple[DataFrame, Optional[str]]":
         """The rows as a Spark DataFrame, plus the staged file to remove after the write (if any)."""
@@ -226,9 +224,8 @@ class SparkEngine(Engine):
             df, staged = self._to_spark(table, data)
             try:
                 if self._is_path():
-                    with commit_lock(self.location):
-                        (df.write.format("delta").mode("append").option("userMetadata", marker)
-                         .save(self.location.table_path(table)))
+                    (df.write.format("delta").mode("append").option("userMetadata", marker)
+                     .save(self.location.table_path(table)))
                 else:
                     # DataFrameWriterV2 goes through the DeltaCatalog; saveAsTable's V1 path
                     # mis-reads managed Delta tables' schema in a non-Hive session catalog.
@@ -278,9 +275,8 @@ class SparkEngine(Engine):
                 for key in key_columns:
                     term = F.col(f"t.{key}") == F.col(f"s.{key}")
                     condition = term if condition is None else condition & term
-                with commit_lock(self.location):
-                    (self._delta_table(table).alias("t").merge(source.alias("s"), condition)
-                     .whenNotMatchedInsertAll().execute())
+                (self._delta_table(table).alias("t").merge(source.alias("s"), condition)
+                 .whenNotMatchedInsertAll().execute())
             finally:
                 _drop_staged(staged)
             return True
@@ -295,12 +291,8 @@ class SparkEngine(Engine):
         if table not in self._ready and not self._exists(table):
             return 0  # tables are created by their first write: nothing to delete yet
         condition = self._condition(where)
-
-        def attempt() -> None:
-            with commit_lock(self.location):
-                self._delta_table(table).delete(condition)
-
-        retry_conflicts(attempt, is_conflict=is_conflict, attempts=20, what=f"deleting from {table}")
+        retry_conflicts(lambda: self._delta_table(table).delete(condition), is_conflict=is_conflict,
+                        attempts=20, what=f"deleting from {table}")
         return -1
 
     # -- folded views -----------------------------------------------------------------------
@@ -391,8 +383,7 @@ class SparkEngine(Engine):
             # caller asked for it explicitly (maintenance.optimize validated that).
             self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
         try:
-            with commit_lock(self.location):
-                self._delta_table(table).vacuum(retention_hours)
+            self._delta_table(table).vacuum(retention_hours)
         finally:
             if force:
                 self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "true")
