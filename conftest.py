@@ -15,7 +15,7 @@ os.environ.setdefault("DELTAFLOW_SHUFFLE_PARTITIONS", "2")
 # One JVM serves the whole run (Spark ML, registry, both-engine store tests); its live heap after each
 # test folder is printed at the end of the run (see pytest_terminal_summary below).
 os.environ.setdefault("DELTAFLOW_DRIVER_MEMORY", "6g")
-# The suite is thousands of short Spark jobs, which C1-only compilation starts ~10% faster than the
+# The suite is thousands of short Spark jobs, which C1-only compilation starts 10-15% faster than the
 # full tiered JIT that local sessions otherwise get (see deltaflow._spark).
 os.environ.setdefault("DELTAFLOW_DRIVER_JAVA_OPTIONS",
                       "-XX:+UseParallelGC -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m")
